@@ -1,0 +1,52 @@
+"""Dispatch `python -m recsys <command> ...` to the module that owns the command.
+
+Each command module exposes `main(argv: list[str]) -> int`. Modules are imported lazily so
+`--help` and light commands start fast. Errors a user can cause (`UserInputError`) are printed
+as one line and exit with status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from recsys.errors import UserInputError
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("recsys.demo", "world -> train BPR and NBPO -> evaluate (observed and clean) -> table"),
+    "world": ("recsys.data.world_cli", "generate the preference world and write it to files"),
+    "evaluate": ("recsys.evaluation.cli", "score recommendation lists from any system against held-out truth"),
+    "fit": ("recsys.train", "train a model from a YAML config (LightningCLI)"),
+    "validate": ("recsys.train", "evaluate a checkpoint on the validation split (LightningCLI)"),
+    "test": ("recsys.train", "evaluate a checkpoint on the test split (LightningCLI)"),
+    "predict": ("recsys.train", "write top-K recommendations for users (LightningCLI)"),
+    "compare": ("recsys.compare", "train several models over seeds on one split; paired tests and plots"),
+    "export": ("recsys.export", "turn a checkpoint into a serving bundle (ONNX + faiss + catalog)"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: python -m recsys <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "`python -m recsys <command> --help` explains each command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command '{command}'\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    try:
+        # LightningCLI commands need the subcommand name itself.
+        return int(module.main([command, *rest] if module.__name__ == "recsys.train" else rest) or 0)
+    except UserInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
