@@ -178,7 +178,9 @@ class InteractionData:
     # derived views ---------------------------------------------------------------------------
     def subset(self, rows) -> InteractionData:
         """The same data restricted to `rows` (boolean mask or index array); vocabulary and side info kept."""
-        pick = (lambda a: None if a is None else a[rows])
+        def pick(column: np.ndarray | None) -> np.ndarray | None:
+            return None if column is None else column[rows]
+
         return replace(self, user=self.user[rows], item=self.item[rows], timestamp=self.timestamp[rows],
                        rating=pick(self.rating), label=pick(self.label))
 
