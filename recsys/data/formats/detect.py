@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recsys.data.formats import amazon, movielens, recbole
+from recsys.data.formats import ads, amazon, movielens, recbole
 from recsys.data.native import MANIFEST, is_native
 from recsys.data.tables import first_line, is_parquet
 from recsys.errors import DataFormatError
@@ -27,6 +27,8 @@ def _detect_directory(path: Path) -> tuple[str, str]:
     for name in movielens.RATING_FILES:
         if (path / name).is_file():
             return "movielens", f"MovieLens ratings file {name}"
+    if ads.is_ads_corpus(path):
+        return "ads", "ADS user folders (Uxxxx/Uxxxx-RT.csv)"
     if any(amazon.is_json_lines(p) for p in path.iterdir()):
         return "amazon", "JSON-lines files"
     raise DataFormatError(path, f"cannot tell the format of this directory (no {MANIFEST}, .inter file, "
@@ -39,6 +41,8 @@ def _detect_file(path: Path) -> tuple[str, str]:
         return "prefengine", f"{MANIFEST} names the prefengine format"
     if name.endswith(".inter"):
         return "recbole", "file name ends in .inter"
+    if ads.RATINGS_FILE.match(path.name):
+        return "ads", f"ADS ratings file {path.name}"
     if name == "ratings.dat" or movielens.ML100K_TAB_FILE.match(name):
         return "movielens", f"file name {path.name}"
     if path.stat().st_size == 0:

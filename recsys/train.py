@@ -1,0 +1,204 @@
+"""`python -m recsys fit|validate|test|predict -c configs/recsys/<name>.yaml`: the LightningCLI for recommenders.
+
+Any recommender LightningModule (`model.class_path`) trains on an `InteractionDataModule`
+(`data.*`, every data option a flag); the table sizes are linked from the data into the model.
+Everything a run writes lands under `--trainer.default_root_dir`: `checkpoints/`, `logs/` (CSV),
+`config.yaml` and `metrics.json` (flat "<split>/<metric>@<k>" keys). `fit` ends by validating
+and testing the best checkpoint; `predict` writes `predictions.csv` (user, rank, item, score).
+Errors a user can cause raise `UserInputError` with one line of explanation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from jsonargparse import ArgumentError
+from pytorch_lightning import LightningModule, Trainer
+from pytorch_lightning.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import CSVLogger
+
+from recsys.data.datamodule import InteractionDataModule
+from recsys.errors import UserInputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MONITOR = "valid/ndcg@20"
+DEFAULT_ROOT = "artifacts/runs/default"
+
+
+class TopKWriter(BasePredictionWriter):
+    """Writes each user's top-K unseen items, with outside ids, to `<root>/predictions.csv`."""
+
+    def __init__(self, path: Path):
+        super().__init__(write_interval="epoch")
+        self.path = Path(path)
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        vocab = trainer.datamodule.split.train.vocab
+        users = torch.cat([p["users"] for p in predictions]).numpy()
+        items = torch.cat([p["items"] for p in predictions]).numpy()
+        scores = torch.cat([p["scores"] for p in predictions]).numpy()
+        k = items.shape[1]
+        frame = pd.DataFrame({"user": np.repeat(vocab.users[users], k), "rank": np.tile(np.arange(1, k + 1), len(users)),
+                              "item": vocab.items[items.ravel()], "score": scores.ravel()})
+        frame = frame[np.isfinite(frame["score"])]  # users who have seen almost every item get fewer rows
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(self.path, index=False)
+        log.info("wrote %d recommendations for %d users to %s", len(frame), len(users), self.path)
+
+
+class RecommenderCLI(LightningCLI):
+    """LightningCLI with the data->model links, a run directory layout and metrics.json."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.n_users", "model.init_args.n_users", apply_on="instantiate")
+        parser.link_arguments("data.n_items", "model.init_args.n_items", apply_on="instantiate")
+
+    # -- where things go ----------------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return Path(self.config[self.subcommand].trainer.default_root_dir or DEFAULT_ROOT)
+
+    def _parse_ckpt_path(self) -> None:
+        """The config defines the model; the checkpoint must fit it (checked when it loads), never redefine it."""
+        if not self.config.get("subcommand"):
+            return
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        if ckpt_path and ckpt_path not in ("best", "last", "hpc", "registry") and not Path(ckpt_path).is_file():
+            raise UserInputError(f"--ckpt_path: {ckpt_path} is not a file")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        root = Path(config.get("default_root_dir") or DEFAULT_ROOT)
+        config["default_root_dir"] = str(root)
+        if config.get("logger") in (None, True):
+            config["logger"] = CSVLogger(save_dir=str(root), name="logs")
+        trainer = super()._instantiate_trainer(config, callbacks)
+        checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+        if self.subcommand == "fit" and checkpoints and checkpoints[0].monitor is None:
+            # Lightning's default checkpoint keeps the last epoch; we want the best validation epoch.
+            trainer.callbacks.remove(checkpoints[0])
+            checkpoints = []
+        if self.subcommand == "fit" and not checkpoints:
+            monitor = getattr(self.model, "monitor", None) or DEFAULT_MONITOR
+            checkpoint = ModelCheckpoint(monitor=monitor, mode="max", filename="best-{epoch}")
+            trainer.callbacks.append(checkpoint)
+            checkpoints = [checkpoint]
+        for checkpoint in checkpoints:
+            if checkpoint.dirpath is None:
+                checkpoint.dirpath = str(root / "checkpoints")
+        if self.subcommand == "predict":
+            trainer.callbacks.append(TopKWriter(root / "predictions.csv"))
+        return trainer
+
+    # -- after each subcommand: metrics.json --------------------------------------------------------
+    def _metrics(self) -> dict[str, float]:
+        return {key: float(value) for key, value in self.trainer.callback_metrics.items()
+                if "/" in key and "@" in key}
+
+    def _write_metrics(self, metrics: dict[str, float]) -> Path:
+        path = self.root / "metrics.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+        log.info("wrote %s", path)
+        print(f"metrics: {path}")
+        return path
+
+    def after_fit(self) -> None:
+        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        if not best:
+            # Lightning checkpoints only after optimizer steps; a model with nothing to optimize
+            # (popularity) takes none, so its final state is saved here for test, predict and export.
+            best = str(self.root / "checkpoints" / "final.ckpt")
+            self.trainer.save_checkpoint(best)
+            log.info("no validation checkpoint was kept; saved the final weights to %s", best)
+        ckpt_path = best
+        self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False)
+        metrics = self._metrics()
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
+        metrics.update(self._metrics())
+        self._write_metrics(metrics)
+        store_metrics_in_checkpoint(Path(best), metrics)
+        print(f"best checkpoint: {best}")
+
+    def after_validate(self) -> None:
+        self._write_metrics(self._metrics())
+
+    def after_test(self) -> None:
+        self._write_metrics(self._metrics())
+
+
+def store_metrics_in_checkpoint(path: Path, metrics: dict[str, float]) -> None:
+    """Put the best checkpoint's own validation and test metrics into its prefengine block (for export)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint.setdefault("prefengine", {}).setdefault("metrics", {}).update(metrics)
+    torch.save(checkpoint, path)
+
+
+def _one_line(error: BaseException) -> str:
+    """One line from a jsonargparse error, which lists every alternative it tried over many lines.
+
+    Keeps the chain of keys (e.g. model.objective) and the innermost concrete complaint.
+    """
+    text = str(error)
+    lines = [line.strip().lstrip("- ").strip() for line in text.splitlines() if line.strip()]
+    keys = list(dict.fromkeys(re.findall(r'Parser key "([^"]+)"', text)))
+    details = [line for line in lines if re.match(r"(Expected|Not a valid|Unrecognized|Key .* is required|"
+                                                   r"Option .* is not accepted|No action for)", line)
+               and "NoneType" not in line and "Union subtypes" not in line]
+    if not details:
+        return lines[0] if lines else type(error).__name__
+    detail = details[0]
+    given = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Given value:")), None)
+    if detail.startswith("Expected") and "Got value" not in detail and given is not None:
+        detail = f"{detail}; got {given!r}"
+    literal = re.match(r"Expected a typing\.Literal\[(.*)\]\. Got value: (.*)", detail)
+    if literal:
+        choices = literal.group(1).replace("'", "")
+        detail = f"must be one of {choices}; got {literal.group(2)!r}"
+    return f"{'.'.join(keys)}: {detail}" if keys else detail
+
+
+def quiet_lightning_warnings() -> None:
+    """Silence Lightning warnings that do not apply here, so the ones that do stay visible.
+
+    - dataloader workers: batches are built by vectorized numpy in the main process on purpose;
+    - LeafSpec deprecation: raised inside Lightning itself with torch >= 2.9, nothing to act on;
+    - no optimizer: the popularity baseline has nothing to optimize;
+    - `args` with a non-empty sys.argv: `main(argv)` always passes its argv explicitly.
+    """
+    for message in (".*LightningCLI's args parameter is intended.*",".*does not have many workers.*", ".*LeafSpec.*is deprecated.*",
+                    ".*configure_optimizers` returned `None`.*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+def log_to_console() -> None:
+    """Our own INFO messages (what was loaded, filtered, written) on stderr; other libraries stay at WARNING."""
+    logger = logging.getLogger("recsys")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def main(argv: list[str]) -> int:
+    """`argv` starts with the subcommand: fit, validate, test or predict."""
+    log_to_console()
+    quiet_lightning_warnings()
+    try:
+        RecommenderCLI(
+            model_class=LightningModule, subclass_mode_model=True, datamodule_class=InteractionDataModule,
+            seed_everything_default=0, save_config_kwargs={"overwrite": True},
+            parser_kwargs={"exit_on_error": False}, args=argv, auto_configure_optimizers=False)
+    except ArgumentError as error:
+        raise UserInputError(_one_line(error)) from None
+    return 0

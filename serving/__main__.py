@@ -1,0 +1,5 @@
+"""`python -m serving`: see serving/cli.py."""
+
+from serving.cli import main
+
+raise SystemExit(main())

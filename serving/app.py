@@ -1,0 +1,290 @@
+"""The HTTP API (FastAPI app factory).
+
+    POST /v1/recommend       ranked items for a user (or recent items), with filters
+    POST /v1/feedback        append events to the durable event log; answered after commit
+    GET  /healthz            the process is up
+    GET  /readyz             a bundle is loaded and validated (503 until then)
+    GET  /metrics            Prometheus exposition
+    GET  /v1/models          the served model and bundle
+    POST /v1/admin/reload    load a bundle beside the current one, validate, swap (bearer token)
+
+Every client error is a 4xx with a JSON `detail`: 422 for a body that does not validate (k out
+of range, an unknown category, a malformed event), 413 for an oversized body, 401/403 for reload
+without the right token, 503 while no bundle is loaded or the event log is unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from serving.bundle import BundleError
+from serving.feedback import Event, FeedbackError, FeedbackLog
+from serving.metrics import MetricsMiddleware, ServiceMetrics
+from serving.middleware import BodyLimitMiddleware
+from serving.retrieval import Query, QueryError, Retriever
+from serving.schemas import (
+    ErrorResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    ModelInfo,
+    ModelsResponse,
+    RecommendedItem,
+    RecommendRequest,
+    RecommendResponse,
+    ReloadRequest,
+    ReloadResponse,
+)
+from serving.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SYNC_FILE = "active_bundle.json"
+ERRORS = {status: {"model": ErrorResponse} for status in (413, 503)}
+
+
+@dataclass
+class ServiceState:
+    """Mutable state of one worker. `retriever` is swapped by assignment, which is atomic: a request
+    reads it once and keeps using that bundle even if a reload lands meanwhile."""
+
+    settings: Settings
+    metrics: ServiceMetrics
+    retriever: Retriever | None = None
+    load_error: str | None = None
+    feedback: FeedbackLog | None = None
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    admin_token: str = ""
+    seen_sync_mtime: int = 0
+
+    def ready(self) -> Retriever:
+        retriever = self.retriever
+        if retriever is None:
+            raise HTTPException(503, "no bundle is loaded yet" + (f" ({self.load_error})" if self.load_error else ""))
+        return retriever
+
+    def install(self, retriever: Retriever) -> str | None:
+        previous = self.retriever.data.version if self.retriever is not None else None
+        self.retriever = retriever
+        self.load_error = None
+        model = retriever.data.manifest["model"]
+        self.metrics.set_bundle(retriever.data.version, str(model.get("kind", "")), str(model.get("name", "")),
+                                retriever.data.n_items)
+        return previous
+
+
+def _load(settings: Settings, bundle: str) -> Retriever:
+    return Retriever.load(bundle, verify=True, threads=settings.threads)
+
+
+# --- reloads published to every worker --------------------------------------------------------
+def _publish_reload(settings: Settings, retriever: Retriever) -> None:
+    if settings.sync_dir is None:
+        return
+    target = Path(settings.sync_dir) / SYNC_FILE
+    partial = target.with_name(f".{SYNC_FILE}.{os.getpid()}")
+    partial.write_text(json.dumps({"bundle": str(retriever.data.path), "bundle_version": retriever.data.version}))
+    partial.replace(target)
+
+
+def _published(settings: Settings) -> tuple[int, dict] | None:
+    if settings.sync_dir is None:
+        return None
+    try:
+        path = Path(settings.sync_dir) / SYNC_FILE
+        mtime = path.stat().st_mtime_ns
+        return mtime, json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+async def _follow_reloads(state: ServiceState) -> None:
+    """Workers other than the one that took a reload request pick the new bundle up from the sync file."""
+    while True:
+        await asyncio.sleep(state.settings.sync_interval_s)
+        published = _published(state.settings)
+        if published is None or published[0] == state.seen_sync_mtime:
+            continue
+        mtime, target = published
+        state.seen_sync_mtime = mtime
+        current = state.retriever
+        if current is not None and current.data.version == target.get("bundle_version"):
+            continue
+        async with state.reload_lock:
+            try:
+                retriever = await run_in_threadpool(_load, state.settings, target["bundle"])
+            except (BundleError, KeyError) as error:
+                state.metrics.reloads.labels("follow_failed").inc()
+                log.error("worker %d could not follow the published reload: %s", os.getpid(), error)
+                continue
+            previous = state.install(retriever)
+            state.metrics.reloads.labels("followed").inc()
+            log.info("worker %d followed reload %s -> %s", os.getpid(), previous, retriever.data.version)
+
+
+async def _initial_load(state: ServiceState) -> None:
+    published = _published(state.settings)
+    bundle = published[1].get("bundle", state.settings.bundle) if published else state.settings.bundle
+    if published:
+        state.seen_sync_mtime = published[0]
+    try:
+        state.install(await run_in_threadpool(_load, state.settings, bundle))
+    except BundleError as error:
+        state.load_error = str(error)
+        log.error("%s", error)
+
+
+# --- the app -------------------------------------------------------------------------------------
+def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAPI:
+    """An app serving `settings.bundle`; pass a loaded `retriever` to be ready at once (else it loads in the background)."""
+    faiss.omp_set_num_threads(settings.threads)
+    metrics = ServiceMetrics()
+    state = ServiceState(settings=settings, metrics=metrics, admin_token=os.environ.get(settings.admin_token_env, ""))
+    if retriever is not None:
+        state.install(retriever)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        try:
+            state.feedback = FeedbackLog(settings.feedback_db, synchronous=settings.synchronous)
+        except FeedbackError as error:
+            log.error("%s; POST /v1/feedback will answer 503", error)
+        tasks = []
+        if state.retriever is None:
+            tasks.append(asyncio.create_task(_initial_load(state)))
+        if settings.sync_dir is not None:
+            tasks.append(asyncio.create_task(_follow_reloads(state)))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            if state.feedback is not None:
+                await run_in_threadpool(state.feedback.close)
+
+    app = FastAPI(title="prefengine serving", version="1", lifespan=lifespan,
+                  description="Recommendations from an exported prefengine bundle (ONNX towers + faiss).")
+    app.state.service = state
+
+    @app.exception_handler(QueryError)
+    async def query_error(request: Request, error: QueryError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=422)
+
+    @app.post("/v1/recommend", response_model=RecommendResponse, responses={422: {"model": ErrorResponse}, **ERRORS})
+    async def recommend(body: RecommendRequest) -> RecommendResponse:
+        """Top-k items. A known user is ranked by their vector; an unknown user by the mean vector of
+        `recent_items` (fallback "recent_items"), else by training popularity (fallback "popularity")."""
+        retriever = state.ready()
+        filters = body.filters
+        ranking = retriever.recommend(Query(
+            user_id=body.user_id, recent_items=body.recent_items, k=body.k, exclude_seen=body.exclude_seen,
+            include_categories=filters.include_categories, exclude_categories=filters.exclude_categories,
+            exclude_items=filters.exclude_items))
+        if ranking.fallback is not None:
+            metrics.fallbacks.labels(ranking.fallback).inc()
+        data = retriever.data
+        items = [RecommendedItem(item_id=data.item_ids[i], score=float(s), title=data.titles[i],
+                                 category=data.categories[i]) for i, s in zip(ranking.items.tolist(), ranking.scores)]
+        return RecommendResponse(user_id=body.user_id, user_known=ranking.user_known, fallback=ranking.fallback,
+                                 items=items, bundle_version=data.version,
+                                 model=str(data.manifest["model"].get("name", "")), warnings=ranking.warnings)
+
+    @app.post("/v1/feedback", response_model=FeedbackResponse, responses={422: {"model": ErrorResponse}, **ERRORS})
+    async def feedback(body: FeedbackRequest) -> FeedbackResponse:
+        """Append events to the event log; the response is sent only after they are committed."""
+        if state.feedback is None:
+            raise HTTPException(503, "the feedback log is unavailable")
+        now = int(time.time())
+        events = [Event(e.user_id, e.item_id, e.kind, e.value, now if e.timestamp is None else e.timestamp)
+                  for e in body.events]
+        version = state.retriever.data.version if state.retriever is not None else None
+        try:
+            ids = await asyncio.wrap_future(state.feedback.append(events, version))
+        except FeedbackError as error:
+            raise HTTPException(503, str(error)) from None
+        for event in events:
+            metrics.feedback_events.labels(event.kind).inc()
+        return FeedbackResponse(accepted=len(ids), event_ids=ids)
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"model": ErrorResponse}})
+    async def readyz() -> dict:
+        retriever = state.ready()
+        return {"status": "ready", "bundle_version": retriever.data.version}
+
+    @app.get("/metrics", response_class=Response)
+    async def prometheus_metrics() -> Response:
+        payload, content_type = metrics.exposition()
+        return Response(payload, media_type=content_type)
+
+    @app.get("/v1/models", response_model=ModelsResponse, responses={503: {"model": ErrorResponse}})
+    async def models() -> ModelsResponse:
+        data = state.ready().data
+        manifest = data.manifest
+        return ModelsResponse(models=[ModelInfo(
+            name=str(manifest["model"].get("name", "")), kind=str(manifest["model"].get("kind", "")),
+            bundle_version=data.version, created_at=manifest["created_at"], n_items=data.n_items,
+            n_users=len(data.user_ids), embedding_dim=data.dim,
+            index={"kind": manifest["index"].get("kind"), "params": manifest["index"].get("params", {})},
+            metrics={str(k): float(v) for k, v in manifest["metrics"].items()
+                     if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)})])
+
+    @app.post("/v1/admin/reload", response_model=ReloadResponse,
+              responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+                         **ERRORS})
+    async def reload(body: ReloadRequest | None = None, authorization: str | None = Header(None)) -> ReloadResponse:
+        """Load a bundle beside the current one, validate manifest and checksums, then swap atomically.
+        A bundle that fails validation is rejected (422) and the current one keeps serving."""
+        if not state.admin_token:
+            raise HTTPException(403, f"reload is disabled: set the environment variable {settings.admin_token_env} "
+                                     "to a token before starting the server")
+        expected = f"Bearer {state.admin_token}".encode()
+        if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
+            raise HTTPException(401, "a valid 'Authorization: Bearer <token>' header is required",
+                                headers={"WWW-Authenticate": "Bearer"})
+        current = state.retriever
+        bundle = body.bundle if body is not None and body.bundle else (str(current.data.path) if current else settings.bundle)
+        started = time.perf_counter()
+        async with state.reload_lock:
+            try:
+                retriever = await run_in_threadpool(_load, settings, bundle)
+            except BundleError as error:
+                metrics.reloads.labels("rejected").inc()
+                raise HTTPException(422, f"bundle rejected, still serving "
+                                         f"{current.data.version if current else 'nothing'}: {error}") from None
+            previous = state.install(retriever)
+            _publish_reload(settings, retriever)
+            published = _published(settings)
+            if published is not None:
+                state.seen_sync_mtime = published[0]
+        metrics.reloads.labels("accepted").inc()
+        log.info("reloaded %s -> %s", previous, retriever.data.version)
+        return ReloadResponse(previous_version=previous, bundle_version=retriever.data.version,
+                              bundle=str(retriever.data.path), seconds=time.perf_counter() - started)
+
+    known = frozenset(route.path for route in app.routes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known)  # outermost: sees 413s too
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn workers (`serving.app:create_app_from_env`, factory=True): settings from the environment."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return create_app(Settings.from_env())

@@ -1,0 +1,155 @@
+"""`python -m serving ...`: run the API, or turn the feedback log into training data.
+
+    python -m serving --bundle DIR [--host 127.0.0.1] [--port 8000] [--workers 1] [--config FILE.yaml]
+    python -m serving export-feedback --db FILE --out FILE.csv [--target implicit|rating]
+
+The bundle is validated (manifest, checksums, ONNX graphs, faiss index) before the server binds
+its port, so a bad bundle exits at once with one line and status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import uvicorn
+
+from serving.bundle import BundleError, read_manifest, verify_files
+from serving.feedback import KINDS, FeedbackError, export_feedback
+from serving.settings import SETTINGS_ENV, Settings, SettingsError
+
+SERVER_KEYS = ("host", "port", "workers", "log_level", "access_log")
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving", description="Serve recommendations from a bundle.",
+        epilog="other command: python -m serving export-feedback --db FILE --out FILE.csv (see its --help)")
+    parser.add_argument("--config", type=Path, help="YAML file of settings (flags given here override it)")
+    parser.add_argument("--bundle", help="bundle directory written by `python -m recsys export`")
+    parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    parser.add_argument("--workers", type=int, default=None, help="worker processes (default 1)")
+    parser.add_argument("--feedback-db", default=None, help="SQLite event log (default artifacts/feedback/events.sqlite)")
+    parser.add_argument("--admin-token-env", default=None,
+                        help="environment variable holding the reload bearer token (default PREFENGINE_ADMIN_TOKEN)")
+    parser.add_argument("--max-body-bytes", type=int, default=None, help="larger request bodies get 413")
+    parser.add_argument("--synchronous", choices=("FULL", "NORMAL", "EXTRA"), default=None,
+                        help="SQLite durability of the event log (default FULL: fsync per commit)")
+    parser.add_argument("--log-level", default=None, help="uvicorn log level (default info)")
+    parser.add_argument("--access-log", action="store_true", default=None, help="log every request (off by default)")
+    return parser
+
+
+def _read_config(path: Path) -> dict:
+    import yaml
+
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: config file not found") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
+        raise SettingsError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or 'unreadable'})") from None
+    if not isinstance(values, dict):
+        raise SettingsError(f"{path}: must hold a mapping of settings")
+    return values
+
+
+def _settings_and_server(args: argparse.Namespace) -> tuple[Settings, dict]:
+    values = _read_config(args.config) if args.config else {}
+    server = {"host": "127.0.0.1", "port": 8000, "workers": 1, "log_level": "info", "access_log": False}
+    server.update({key: values.pop(key) for key in SERVER_KEYS if key in values})
+    flags = {"bundle": args.bundle, "feedback_db": args.feedback_db, "admin_token_env": args.admin_token_env,
+             "max_body_bytes": args.max_body_bytes, "synchronous": args.synchronous}
+    values.update({key: value for key, value in flags.items() if value is not None})
+    server.update({key: getattr(args, key) for key in SERVER_KEYS if getattr(args, key) is not None})
+    if "bundle" not in values:
+        raise SettingsError("give --bundle DIR (or 'bundle:' in --config)")
+    if not isinstance(server["workers"], int) or server["workers"] < 1:
+        raise SettingsError(f"workers must be a positive integer, got {server['workers']!r}")
+    return Settings.from_mapping(values, where=str(args.config or "flags")), server
+
+
+class NoDelayConfig(uvicorn.Config):
+    """uvicorn binds its multi-worker socket with protocol 0, so asyncio never sets TCP_NODELAY on
+    accepted connections and Nagle's algorithm meets delayed ACKs: about 40 ms on every response.
+    Re-wrapping the same descriptor lets Python read its real protocol (TCP) back from the kernel.
+    (Module level: uvicorn pickles the config into each spawned worker.)"""
+
+    def bind_socket(self) -> socket.socket:
+        listening = socket.socket(fileno=super().bind_socket().detach())
+        listening.set_inheritable(True)
+        return listening
+
+
+def serve(argv: list[str]) -> int:
+    args = _serve_parser().parse_args(argv)
+    settings, server = _settings_and_server(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    common = {"host": server["host"], "port": server["port"], "log_level": server["log_level"],
+              "access_log": server["access_log"]}
+    if server["workers"] == 1:
+        from serving.app import create_app
+        from serving.retrieval import Retriever
+
+        retriever = Retriever.load(settings.bundle, verify=True, threads=settings.threads)
+        uvicorn.run(create_app(settings, retriever), **common)
+        return 0
+    # Several workers: each loads the bundle itself; check it here first so a bad one fails before binding.
+    verify_files(settings.bundle, read_manifest(settings.bundle))
+    sync_dir = tempfile.mkdtemp(prefix="prefengine-serving-")
+    metrics_dir = tempfile.mkdtemp(prefix="prefengine-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ[SETTINGS_ENV] = replace(settings, sync_dir=sync_dir).to_env()
+    try:
+        from uvicorn.supervisors import Multiprocess
+
+        config = NoDelayConfig("serving.app:create_app_from_env", factory=True, workers=server["workers"], **common)
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    finally:
+        shutil.rmtree(sync_dir, ignore_errors=True)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def export_feedback_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m serving export-feedback",
+                                     description="Write the feedback event log as a CSV table for "
+                                                 "`recsys.data.formats.load(path, format='table')`.")
+    parser.add_argument("--db", required=True, type=Path, help="the SQLite event log")
+    parser.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    parser.add_argument("--target", choices=("implicit", "rating"), default="implicit",
+                        help="implicit: user,item,timestamp,label (click/purchase 1, skip 0, rating >= threshold 1); "
+                             "rating: user,item,timestamp,rating from rating events")
+    parser.add_argument("--positive-rating", type=float, default=4.0, help="rating counted as a positive label")
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"event kinds to export (default {','.join(KINDS)})")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # the counts are printed below
+    counts = export_feedback(args.db, args.out, target=args.target, positive_rating=args.positive_rating,
+                             kinds=[k.strip() for k in args.kinds.split(",") if k.strip()])
+    print(f"wrote {counts.written} rows to {args.out}" +
+          (f" (left out: {counts.skipped})" if counts.skipped else ""))
+    return 0
+
+
+COMMANDS = {"export-feedback": export_feedback_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = COMMANDS.get(argv[0]) if argv else None
+    try:
+        return command(argv[1:]) if command else serve(argv)
+    except (BundleError, FeedbackError, SettingsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

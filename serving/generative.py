@@ -1,0 +1,198 @@
+"""Generative retrieval in the server: semantic-ID beam search over a bundle's ONNX graphs, without torch.
+
+A bundle written by `recsys.models.generative_export` carries, beside the embedding bundle, a
+"generative" manifest section, the encoder and decoder-step graphs, the items' semantic IDs, each
+user's recent training history and, for Mender, a text encoder with its tokenizer. `GenerativeRanker`
+answers one query: history (item indices, most recent last) and preference sentences -> the top-k
+items by beam search over the trie of valid IDs, never returning a disallowed item (seen items,
+filters) — exactly the search `recsys.models.beam_search` runs, repeated here because `serving`
+must not import `recsys` (a test checks both give the same lists).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from serving.bundle import BundleData, BundleError
+
+log = logging.getLogger(__name__)
+
+SPEC_FIELDS = {"variant": str, "level_sizes": list, "offsets": list, "bos": int, "max_history": int,
+               "max_preferences": int, "beam_size": int, "text_dim": int, "graphs": dict}
+
+
+class Trie:
+    """Valid semantic IDs: per depth, a dense table node -> child node per code (-1: none)."""
+
+    def __init__(self, codes: np.ndarray, level_sizes: Sequence[int]):
+        n_items, depth = codes.shape
+        self.level_sizes = [int(s) for s in level_sizes]
+        self.item_nodes = np.zeros((n_items, depth + 1), dtype=np.int64)
+        self.child: list[np.ndarray] = []
+        self.leaf_count: list[np.ndarray] = [np.array([n_items], dtype=np.int64)]
+        for d in range(1, depth + 1):
+            _, node, counts = np.unique(codes[:, :d], axis=0, return_inverse=True, return_counts=True)
+            node = node.reshape(-1)
+            table = np.full((len(self.leaf_count[-1]), self.level_sizes[d - 1]), -1, dtype=np.int64)
+            table[self.item_nodes[:, d - 1], codes[:, d - 1]] = node
+            self.child.append(table)
+            self.item_nodes[:, d] = node
+            self.leaf_count.append(counts.astype(np.int64))
+        if len(self.leaf_count[-1]) != n_items:
+            raise ValueError("two items share the same semantic ID")
+        self.leaf_item = np.empty(n_items, dtype=np.int64)
+        self.leaf_item[self.item_nodes[:, depth]] = np.arange(n_items)
+
+    def blocked(self, excluded: np.ndarray) -> list[set[int]]:
+        """Per depth, the nodes all of whose items are excluded (a bool mask over items)."""
+        items = np.flatnonzero(excluded)
+        out: list[set[int]] = [set()]
+        for d in range(1, len(self.level_sizes) + 1):
+            nodes, counts = np.unique(self.item_nodes[items, d], return_counts=True)
+            out.append(set(nodes[counts == self.leaf_count[d][nodes]].tolist()))
+        return out
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def beam_search(step: Callable[[np.ndarray], np.ndarray], trie: Trie, beam_size: int, k: int,
+                excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k items of one query; step(prefix (beams, depth)) -> logits of the next level for each beam."""
+    blocked = trie.blocked(excluded) if excluded is not None and excluded.any() else None
+    nodes, scores = np.zeros(1, dtype=np.int64), np.zeros(1)
+    prefix = np.zeros((1, 0), dtype=np.int64)
+    for d, size in enumerate(trie.level_sizes):
+        logp = _log_softmax(np.asarray(step(prefix)))
+        children = trie.child[d][nodes]
+        valid = children >= 0
+        if blocked is not None and blocked[d + 1]:
+            valid &= ~np.isin(children, list(blocked[d + 1]))
+        candidates = np.where(valid, scores[:, None] + logp, -np.inf).reshape(-1)
+        order = np.argsort(-candidates, kind="stable")[:min(beam_size, len(candidates))]
+        order = order[np.isfinite(candidates[order])]
+        beam, code = np.divmod(order, size)
+        scores, nodes = candidates[order], children.reshape(-1)[order]
+        prefix = np.concatenate([prefix[beam], code[:, None]], axis=1)
+        if not len(order):
+            break
+    if prefix.shape[1] < len(trie.level_sizes):
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return trie.leaf_item[nodes][:k], scores[:k]
+
+
+class GenerativeRanker:
+    """The generative half of a bundle; built by the retriever when the manifest has a "generative" section."""
+
+    def __init__(self, data: BundleData, threads: int = 1):
+        path, spec = data.path, data.manifest.get("generative")
+        if not isinstance(spec, dict):
+            raise BundleError(path, "manifest.json: 'generative' must be an object")
+        for field, kind in SPEC_FIELDS.items():
+            if not isinstance(spec.get(field), kind):
+                raise BundleError(path, f"manifest.json: generative.{field} must be {kind.__name__}")
+        if spec["variant"] not in ("tiger", "mender"):
+            raise BundleError(path, f"manifest.json: generative.variant {spec['variant']!r} is not tiger or mender")
+        self.spec, self.path = spec, path
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+
+        def session(name: str) -> ort.InferenceSession:
+            if name not in data.manifest["files"]:
+                raise BundleError(path, f"{name} is not listed in manifest.json")
+            return ort.InferenceSession(str(path / name), options, providers=["CPUExecutionProvider"])
+
+        graphs = spec["graphs"]
+        self.encoder, self.decoder = session(graphs["encoder"]), session(graphs["decoder_step"])
+        codes = np.load(path / graphs["semantic_ids"], allow_pickle=False)
+        if codes.dtype != np.int64 or codes.shape != (data.n_items, len(spec["level_sizes"])):
+            raise BundleError(path, f"{graphs['semantic_ids']} must be int64 ({data.n_items}, "
+                                    f"{len(spec['level_sizes'])}), got {codes.dtype} {codes.shape}")
+        try:
+            self.trie = Trie(codes, spec["level_sizes"])
+        except (ValueError, IndexError) as error:
+            raise BundleError(path, f"{graphs['semantic_ids']}: {error}") from None
+        self.offsets = np.asarray(spec["offsets"], dtype=np.int64)
+        self.history_indptr, self.history_indices = self._history(path, graphs, len(data.user_ids), data.n_items)
+        self.text = self.tokenizer = None
+        if spec["variant"] == "mender":
+            text = spec.get("text_encoder")
+            if not isinstance(text, dict):
+                raise BundleError(path, "manifest.json: a mender bundle needs generative.text_encoder")
+            from tokenizers import Tokenizer
+
+            self.text = session(text["graph"])
+            if text["tokenizer"] not in data.manifest["files"]:
+                raise BundleError(path, f"{text['tokenizer']} is not listed in manifest.json")
+            self.tokenizer = Tokenizer.from_file(str(path / text["tokenizer"]))
+            self.tokenizer.enable_padding(pad_id=int(text["pad_id"]), pad_token=str(text["pad_token"]))
+            self.tokenizer.enable_truncation(int(text["max_length"]))
+        self._smoke_test()
+
+    @staticmethod
+    def _history(path: Path, graphs: dict, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+        if "history_indptr" not in graphs:
+            return np.zeros(n_users + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        indptr = np.load(path / graphs["history_indptr"], allow_pickle=False)
+        indices = np.load(path / graphs["history_indices"], allow_pickle=False)
+        if len(indptr) != n_users + 1 or indptr[-1] != len(indices) or (len(indices) and indices.max() >= n_items):
+            raise BundleError(path, "the users' history arrays do not match the users and items of the bundle")
+        return indptr.astype(np.int64), indices.astype(np.int64)
+
+    def _smoke_test(self) -> None:
+        items, _ = self.rank(np.zeros(0, dtype=np.int64), [], k=1)
+        if len(items) != 1:
+            raise BundleError(self.path, "the generative graphs return no item for an empty query")
+
+    @property
+    def reads_preferences(self) -> bool:
+        return self.spec["variant"] == "mender"
+
+    def user_history(self, user: int) -> np.ndarray:
+        return self.history_indices[self.history_indptr[user]:self.history_indptr[user + 1]]
+
+    def encode_preferences(self, sentences: Sequence[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(list(sentences))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        return self.text.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+    def rank(self, history: np.ndarray, preferences: Sequence[str], k: int, excluded: np.ndarray | None = None,
+             beam_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items (best first) and their log-probabilities; `excluded` is a bool mask over items."""
+        spec = self.spec
+        width = spec["max_history"]
+        recent = np.asarray(history, dtype=np.int64)[-width:]
+        padded = np.full((1, width), -1, dtype=np.int64)
+        if len(recent):
+            padded[0, width - len(recent):] = recent
+        feeds = {"history": padded}
+        if self.reads_preferences:
+            sentences = list(preferences)[: spec["max_preferences"]]
+            if sentences:
+                prefs = self.encode_preferences(sentences)[None].astype(np.float32)
+                mask = np.ones((1, len(sentences)), dtype=bool)
+            else:
+                prefs, mask = np.zeros((1, 1, spec["text_dim"]), np.float32), np.zeros((1, 1), dtype=bool)
+            feeds.update(prefs=prefs, pref_mask=mask)
+        memory, padding = self.encoder.run(None, feeds)
+
+        def step(prefix: np.ndarray) -> np.ndarray:
+            level = prefix.shape[1]
+            tokens = np.concatenate([np.full((len(prefix), 1), spec["bos"], dtype=np.int64),
+                                     prefix + self.offsets[:level]], axis=1)
+            rows = np.zeros(len(prefix), dtype=np.int64)
+            logits = self.decoder.run(None, {"memory": memory[rows], "padding": padding[rows], "tokens": tokens})[0]
+            return logits[:, self.offsets[level]:self.offsets[level] + spec["level_sizes"][level]]
+
+        beam = max(int(beam_size or spec["beam_size"]), k)
+        return beam_search(step, self.trie, beam, k, excluded)
+

@@ -1,0 +1,245 @@
+"""Answer a recommendation query from a loaded bundle: ONNX towers for the query vector, faiss for top-K.
+
+Query vector, in order of preference:
+1. a known user: the user tower's vector for that user;
+2. an unknown (or absent) user with recent items: the sequence tower's mean of those items' vectors
+   (flagged `fallback="recent_items"`);
+3. otherwise the most popular items of the training data (flagged `fallback="popularity"`).
+
+Filters (categories to include or exclude, items to exclude, the user's training items) become
+one allowed-items bitmap handed to faiss as an `IDSelector`, so the index itself ranks only allowed
+items and a flat index stays exact under any filter. A flat index is searched through a certified
+float16 scan first (`serving.halfscan`: exact answers at half the memory traffic), falling back to
+the float32 index when the scan cannot certify. An approximate index (HNSW, IVF) may return fewer
+than k items under a narrow filter; then the allowed items are re-scored exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+import onnxruntime as ort
+
+from serving.bundle import BundleData, BundleError, load_bundle_data
+from serving.halfscan import CertifiedHalfScan
+
+log = logging.getLogger(__name__)
+
+
+class QueryError(ValueError):
+    """A query this bundle cannot answer as asked (an unknown category); the API turns it into a 422."""
+
+
+@dataclass(frozen=True)
+class Query:
+    user_id: str | None = None
+    recent_items: Sequence[str] = ()
+    k: int = 10
+    exclude_seen: bool = True
+    include_categories: Sequence[str] = ()
+    exclude_categories: Sequence[str] = ()
+    exclude_items: Sequence[str] = ()
+
+
+@dataclass
+class Ranking:
+    items: np.ndarray  # item indices, best first
+    scores: np.ndarray  # float32, same order
+    user_known: bool
+    fallback: str | None  # None, "recent_items" or "popularity"
+    warnings: list[str] = field(default_factory=list)
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # One thread per request: the server gets its parallelism from concurrent requests and workers.
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _check_io(bundle: Path, name: str, session: ort.InferenceSession, inputs: dict[str, str], output: str) -> None:
+    found = {i.name: i.type for i in session.get_inputs()}
+    if found != inputs:
+        raise BundleError(bundle, f"{name}: inputs are {found}, expected {inputs}")
+    outputs = [o.name for o in session.get_outputs()]
+    if outputs != [output]:
+        raise BundleError(bundle, f"{name}: outputs are {outputs}, expected ['{output}']")
+
+
+class Retriever:
+    """Everything needed to answer queries from one bundle. Immutable once built; safe to share across threads."""
+
+    def __init__(self, data: BundleData, threads: int = 1):
+        self.data = data
+        path, manifest = data.path, data.manifest
+        self.user_index = {u: i for i, u in enumerate(data.user_ids)}
+        self.item_index = {v: i for i, v in enumerate(data.item_ids)}
+        self.user_tower = _session(path / "user_tower.onnx", threads)
+        self.sequence_tower = _session(path / "sequence_tower.onnx", threads)
+        _check_io(path, "user_tower.onnx", self.user_tower, {"user_index": "tensor(int64)"}, "user_vector")
+        _check_io(path, "sequence_tower.onnx", self.sequence_tower,
+                  {"item_index": "tensor(int64)", "mask": "tensor(float)"}, "query_vector")
+        try:
+            self.index = faiss.read_index(str(path / "item_index.faiss"))
+        except RuntimeError as error:
+            raise BundleError(path, f"item_index.faiss cannot be read by faiss {faiss.__version__}: "
+                                    f"{str(error).splitlines()[0]}") from None
+        if self.index.ntotal != data.n_items or self.index.d != data.dim:
+            raise BundleError(path, f"item_index.faiss holds {self.index.ntotal} vectors of dimension {self.index.d}, "
+                                    f"manifest says {data.n_items} x {data.dim}")
+        if self.index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise BundleError(path, "item_index.faiss must rank by inner product")
+        self.exact = manifest["index"].get("kind", "flat") == "flat"
+        self.search_params = self._search_params(manifest["index"].get("params", {}))
+        self.half_scan = self._half_scan() if self.exact else None
+        names, codes = np.unique(np.asarray(data.categories, dtype=object).astype(str), return_inverse=True)
+        self.category_names = [str(c) for c in names]
+        self.items_by_category = {c: np.flatnonzero(codes == j) for j, c in enumerate(self.category_names)}
+        # Stable: equally popular items keep catalog order, so the fallback is deterministic.
+        self.popularity_order = np.argsort(-data.item_popularity, kind="stable")
+        self._smoke_test()
+
+    @classmethod
+    def load(cls, bundle_dir: Path | str, verify: bool = True, threads: int = 1) -> Retriever:
+        return cls(load_bundle_data(bundle_dir, verify=verify), threads=threads)
+
+    def _search_params(self, params: dict) -> dict:
+        """Search-time knobs of an approximate index, applied per query (the index file may not keep them)."""
+        if isinstance(self.index, faiss.IndexHNSW) and "ef_search" in params:
+            return {"efSearch": int(params["ef_search"])}
+        if isinstance(self.index, faiss.IndexIVF) and "nprobe" in params:
+            return {"nprobe": int(params["nprobe"])}
+        return {}
+
+    def _half_scan(self) -> CertifiedHalfScan | None:
+        """The flat index's own float32 storage (no copy) behind a certified float16 scan."""
+        flat = faiss.downcast_index(self.index)
+        if not isinstance(flat, faiss.IndexFlat):
+            return None
+        n, dim = self.data.n_items, self.data.dim
+        vectors = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
+        scan = CertifiedHalfScan(vectors)
+        return scan if scan.usable else None
+
+    def _smoke_test(self) -> None:
+        """The towers run and agree with the stored item vectors, so a mismatched bundle fails at load."""
+        path, data = self.data.path, self.data
+        probe = np.arange(min(8, data.n_items), dtype=np.int64)
+        mean = self.sequence_tower.run(None, {"item_index": probe[:, None], "mask": np.ones((len(probe), 1), np.float32)})[0]
+        if mean.shape != (len(probe), data.dim) or not np.allclose(mean, data.item_vectors[probe], atol=1e-5):
+            raise BundleError(path, "sequence_tower.onnx does not reproduce item_vectors.npy")
+        if len(data.user_ids):
+            vector = self.user_vectors(np.array([0], dtype=np.int64))
+            if vector.shape != (1, data.dim) or not np.isfinite(vector).all():
+                raise BundleError(path, f"user_tower.onnx returns {vector.shape}, expected (1, {data.dim}) finite")
+
+    # query vectors -----------------------------------------------------------------------------
+    def user_vectors(self, users: np.ndarray) -> np.ndarray:
+        return self.user_tower.run(None, {"user_index": users.astype(np.int64, copy=False)})[0]
+
+    def sequence_vectors(self, items: np.ndarray) -> np.ndarray:
+        """Mean item vector of one item sequence (1-D item indices) -> (1, dim)."""
+        return self.sequence_tower.run(None, {"item_index": items[None, :].astype(np.int64, copy=False),
+                                              "mask": np.ones((1, len(items)), np.float32)})[0]
+
+    # filters -------------------------------------------------------------------------------------
+    def categories_or_error(self, names: Sequence[str]) -> list[np.ndarray]:
+        unknown = [c for c in names if c not in self.items_by_category]
+        if unknown:
+            shown = ", ".join(self.category_names[:20]) + (" ..." if len(self.category_names) > 20 else "")
+            raise QueryError(f"unknown categories {unknown}; this bundle has: {shown}")
+        return [self.items_by_category[c] for c in names]
+
+    def _encode_items(self, outside: Sequence[str], what: str, warnings: list[str]) -> np.ndarray:
+        found = [self.item_index.get(item, -1) for item in outside]
+        unknown = [item for item, i in zip(outside, found) if i < 0]
+        if unknown:
+            warnings.append(f"{len(unknown)} unknown item id(s) in {what} ignored: {unknown[:5]}")
+        return np.array([i for i in found if i >= 0], dtype=np.int64)
+
+    def _allowed(self, query: Query, excluded: np.ndarray) -> np.ndarray | None:
+        """Boolean mask of the items a query may return, or None when every item may."""
+        include = self.categories_or_error(query.include_categories)
+        exclude = self.categories_or_error(query.exclude_categories)
+        if not include and not exclude and not len(excluded):
+            return None
+        if include:
+            allowed = np.zeros(self.data.n_items, dtype=bool)
+            for members in include:
+                allowed[members] = True
+        else:
+            allowed = np.ones(self.data.n_items, dtype=bool)
+        for members in exclude:
+            allowed[members] = False
+        allowed[excluded] = False
+        return allowed
+
+    # ranking ---------------------------------------------------------------------------------------
+    def search(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items for one query vector among the allowed ones, best first."""
+        n_allowed = self.data.n_items if allowed is None else int(allowed.sum())
+        k = min(k, n_allowed)
+        if k == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        vector = np.ascontiguousarray(vector, dtype=np.float32)
+        params = dict(self.search_params)
+        if allowed is not None:
+            bitmap = np.packbits(allowed, bitorder="little")  # faiss reads bit i of byte i >> 3
+            params["sel"] = faiss.IDSelectorBitmap(self.data.n_items, faiss.swig_ptr(bitmap))
+        if self.half_scan is not None:
+            answer = self.half_scan.search(vector, k, n_allowed, faiss.SearchParameters(**params) if params else None)
+            if answer is not None:
+                return answer
+        search_params = self._params_class()(**params) if params else None
+        scores, items = self.index.search(vector, k, params=search_params)
+        scores, items = scores[0], items[0]
+        found = items >= 0
+        if found.sum() < k:  # an approximate index ran out of candidates under the filter
+            return self._exact(vector[0], k, allowed)
+        return items.astype(np.int64), scores
+
+    def _params_class(self):
+        if isinstance(self.index, faiss.IndexHNSW):
+            return faiss.SearchParametersHNSW
+        if isinstance(self.index, faiss.IndexIVF):
+            return faiss.SearchParametersIVF
+        return faiss.SearchParameters
+
+    def _exact(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        candidates = np.arange(self.data.n_items) if allowed is None else np.flatnonzero(allowed)
+        scores = np.asarray(self.data.item_vectors[candidates] @ vector, dtype=np.float32)
+        order = np.lexsort((candidates, -scores))[:k]
+        return candidates[order].astype(np.int64), scores[order]
+
+    def _popular(self, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        order = self.popularity_order if allowed is None else self.popularity_order[allowed[self.popularity_order]]
+        top = order[:k]
+        return top.astype(np.int64), self.data.item_popularity[top].astype(np.float32)
+
+    def recommend(self, query: Query) -> Ranking:
+        warnings: list[str] = []
+        user = self.user_index.get(query.user_id, -1) if query.user_id is not None else -1
+        recent = self._encode_items(query.recent_items, "recent_items", warnings)
+        exclude_items = self._encode_items(query.exclude_items, "filters.exclude_items", warnings)
+        excluded = [exclude_items]
+        if query.exclude_seen:
+            if user >= 0:
+                excluded.append(self.data.seen_indices[self.data.seen_indptr[user]:self.data.seen_indptr[user + 1]])
+            excluded.append(recent)
+        allowed = self._allowed(query, np.concatenate(excluded))
+        if user >= 0:
+            items, scores = self.search(self.user_vectors(np.array([user])), query.k, allowed)
+            return Ranking(items, scores, True, None, warnings)
+        if query.user_id is not None:
+            warnings.append(f"unknown user_id {query.user_id!r}")
+        if len(recent):
+            items, scores = self.search(self.sequence_vectors(recent), query.k, allowed)
+            return Ranking(items, scores, False, "recent_items", warnings)
+        items, scores = self._popular(query.k, allowed)
+        return Ranking(items, scores, False, "popularity", warnings)

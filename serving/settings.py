@@ -1,0 +1,76 @@
+"""Service settings: built by the CLI (flags or a YAML file) and handed to every worker as JSON in the environment."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+SETTINGS_ENV = "PREFENGINE_SERVING_SETTINGS"
+
+
+class SettingsError(ValueError):
+    """A bad setting (unknown key, wrong type); the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one server process needs to know.
+
+    bundle: the bundle directory served at start.
+    feedback_db: SQLite event log (created if missing).
+    admin_token_env: the environment variable that holds the bearer token of /v1/admin/reload;
+        reload is refused while it is unset or empty.
+    max_body_bytes: larger request bodies get 413.
+    threads: ONNX Runtime and faiss threads per request (parallelism comes from workers).
+    synchronous: SQLite durability of the event log: FULL (fsync each commit) or NORMAL.
+    sync_dir: with several workers, a directory where a reload is published so every worker
+        follows it (set by the CLI); None for one worker.
+    sync_interval_s: how often workers look for a published reload.
+    """
+
+    bundle: str
+    feedback_db: str = "artifacts/feedback/events.sqlite"
+    admin_token_env: str = "PREFENGINE_ADMIN_TOKEN"
+    max_body_bytes: int = 256 * 1024
+    threads: int = 1
+    synchronous: str = "FULL"
+    sync_dir: str | None = None
+    sync_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            expected = {"str": str, "int": int, "float": (int, float), "str | None": (str, type(None))}[spec.type]
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise SettingsError(f"setting '{spec.name}' must be {spec.type}, got {value!r}")
+        if self.max_body_bytes < 1024:
+            raise SettingsError(f"setting 'max_body_bytes' must be at least 1024, got {self.max_body_bytes}")
+        if self.threads < 1:
+            raise SettingsError(f"setting 'threads' must be >= 1, got {self.threads}")
+        if self.synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise SettingsError(f"setting 'synchronous' must be FULL, NORMAL or EXTRA, got {self.synchronous!r}")
+        if self.sync_interval_s <= 0:
+            raise SettingsError("setting 'sync_interval_s' must be > 0")
+        object.__setattr__(self, "bundle", str(Path(self.bundle).resolve()))
+
+    @classmethod
+    def from_mapping(cls, values: dict, where: str = "settings") -> Settings:
+        known = {spec.name for spec in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SettingsError(f"{where}: unknown setting(s) {unknown}; known: {sorted(known)}")
+        if "bundle" not in values:
+            raise SettingsError(f"{where}: 'bundle' is required")
+        return cls(**values)
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        raw = os.environ.get(SETTINGS_ENV)
+        if not raw:
+            raise SettingsError(f"{SETTINGS_ENV} is not set; start the server with `python -m serving --bundle DIR`")
+        return cls.from_mapping(json.loads(raw), where=SETTINGS_ENV)

@@ -1,0 +1,172 @@
+"""RLHG: the gain network, the combined advantage on hand values, agent-only episodes, and a small
+two-stage run from a base agent."""
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from agents.checkpoints import load_agent, read_checkpoint
+from agents.ppo import PPO, Rollout, generalized_advantages
+from agents.rlhg import RLHG, GainNetwork, positive_gain_loss
+from recsys.errors import UserInputError
+
+SMALL = dict(num_envs=2, num_steps=16, num_minibatches=2, update_epochs=2)
+
+
+def fit(module):
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(module)
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def base_checkpoint(tmp_path_factory):
+    trainer = fit(PPO(total_timesteps=64, seed=0, **SMALL))
+    path = tmp_path_factory.mktemp("base") / "base.ckpt"
+    trainer.save_checkpoint(path)
+    return str(path)
+
+
+def constant(network: torch.nn.Sequential, value: float) -> None:
+    """Make an MLP output `value` everywhere (zero last layer, bias = value)."""
+    with torch.no_grad():
+        network[-1].weight.zero_()
+        network[-1].bias.fill_(value)
+
+
+def test_gain_network_is_non_negative_and_fits_the_mean_positive_gain():
+    torch.manual_seed(0)
+    gain = GainNetwork(3, (16,))
+    extreme = torch.cat([torch.randn(256, 3) * 100, -torch.ones(1, 3) * 1e4])
+    assert (gain(extreme) >= 0).all()
+    # One state, gains -1, 2, 4: only the positive ones count, so Delta converges to their mean, 3.
+    obs, gains = torch.zeros(3, 3), torch.tensor([-1.0, 2.0, 4.0])
+    optimizer = torch.optim.Adam(gain.parameters(), lr=0.05)
+    for _ in range(400):
+        optimizer.zero_grad()
+        positive_gain_loss(gain(obs), gains).backward()
+        optimizer.step()
+    assert gain(obs[:1]).item() == pytest.approx(3.0, abs=0.05)
+    assert positive_gain_loss(torch.ones(2), torch.tensor([-1.0, 0.0])).item() == 0.0
+    assert positive_gain_loss(torch.ones(2), torch.tensor([3.0, -5.0])).item() == pytest.approx(4.0)
+
+
+def test_advantage_combines_task_and_human_gain_terms(base_checkpoint):
+    module = RLHG(base_checkpoint=base_checkpoint, alpha=0.5, beta=0.0, human_lambda=1.0, gamma=0.9,
+                  gae_lambda=1.0, total_timesteps=64, human_value_timesteps=32, **SMALL)
+    constant(module.human_value, 1.0)  # V_phi = 1
+    constant(module.gain.body, 0.0)  # Delta = softplus(0) = log 2
+    constant(module.agent.critic, 0.0)  # task values 0
+    module._rng = np.random.default_rng(0)
+    module._agent_only = np.array([False, True])  # env 1 runs an agent-only episode
+    obs = torch.zeros(2, 2, module.observation_space.shape[0])
+    rollout = Rollout(obs=obs, next_obs=obs.clone(), actions=torch.zeros(2, 2, dtype=torch.long),
+                      logprobs=torch.zeros(2, 2), task_rewards=torch.tensor([[1.0, 1.0], [0.0, 0.0]]),
+                      human_rewards=torch.tensor([[0.0, 0.0], [2.0, 2.0]]), terminated=torch.tensor([[0.0, 0.0], [1.0, 1.0]]),
+                      ended=torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    with torch.no_grad():
+        targets = module.rollout_targets(rollout, module.agent.value(rollout.obs))
+    # G_H: t0 = 0 + 0.9 * 2 = 1.8, t1 = 2; gains g = G_H - V_phi = 0.8, 1.0
+    torch.testing.assert_close(targets["gains"], torch.tensor([[0.8, 0.8], [1.0, 1.0]]))
+    # task returns (values 0): t0 = 1, t1 = 0
+    human = torch.tensor([0.8, 1.0]) - torch.log(torch.tensor(2.0))
+    expected = torch.stack([torch.tensor([1.0, 0.0]) + 0.5 * human, torch.tensor([1.0, 0.0])], dim=1)
+    torch.testing.assert_close(targets["advantages"], expected)
+    torch.testing.assert_close(targets["returns"], torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+
+
+def test_beta_one_turns_every_human_term_off(base_checkpoint):
+    module = RLHG(base_checkpoint=base_checkpoint, beta=1.0, total_timesteps=64, human_value_timesteps=32, **SMALL)
+    module._rng = np.random.default_rng(0)
+    module._agent_only = np.ones(2, dtype=bool)
+    obs = torch.randn(3, 2, module.observation_space.shape[0])
+    rollout = Rollout(obs=obs, next_obs=torch.randn_like(obs), actions=torch.zeros(3, 2, dtype=torch.long),
+                      logprobs=torch.zeros(3, 2), task_rewards=torch.rand(3, 2), human_rewards=torch.rand(3, 2),
+                      terminated=torch.zeros(3, 2), ended=torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]))
+    with torch.no_grad():
+        values = module.agent.value(obs)
+        targets = module.rollout_targets(rollout, values)
+        task, _ = generalized_advantages(rollout.task_rewards, values, rollout.next_values(module.agent.value),
+                                         rollout.ended, module.hparams.gamma, module.hparams.gae_lambda)
+    torch.testing.assert_close(targets["advantages"], task)
+
+
+def test_two_stage_run_freezes_the_agent_in_stage_one(base_checkpoint, tmp_path):
+    base_state = read_checkpoint(base_checkpoint)["state_dict"]
+    stage_one = RLHG(base_checkpoint=base_checkpoint, total_timesteps=32, human_value_timesteps=64, **SMALL)
+    value_before = [p.clone() for p in stage_one.human_value.parameters()]
+    trainer = fit(stage_one)  # stage I only: 2 iterations; stage II: 1 iteration
+    assert stage_one.stage_one_iterations == 2 and stage_one.stage_two_iterations == 1
+    assert stage_one.timesteps_done == 96
+    assert any(not torch.equal(a, b) for a, b in zip(value_before, stage_one.human_value.parameters()))
+
+    frozen = RLHG(base_checkpoint=base_checkpoint, total_timesteps=32, human_value_timesteps=64, **SMALL)
+    frozen.num_iterations = frozen.stage_one_iterations  # stop after stage I
+    fit(frozen)
+    for name, weight in frozen.agent.state_dict().items():
+        torch.testing.assert_close(weight, base_state[f"agent.{name}"])
+    assert any(not torch.equal(weight, base_state[f"agent.{name}"])
+               for name, weight in stage_one.agent.state_dict().items())
+
+    path = tmp_path / "rlhg.ckpt"
+    trainer.save_checkpoint(path)
+    assert read_checkpoint(path)["prefengine"]["model_kind"] == "rlhg"
+    loaded = load_agent(path)
+    torch.testing.assert_close(loaded.gain.body[0].weight, stage_one.gain.body[0].weight)
+
+
+def test_rlhg_user_errors(base_checkpoint):
+    with pytest.raises(UserInputError, match="base_checkpoint"):
+        fit(RLHG(total_timesteps=32, human_value_timesteps=32, **SMALL))
+    with pytest.raises(UserInputError, match="beta"):
+        RLHG(base_checkpoint=base_checkpoint, beta=1.5, **SMALL)
+    with pytest.raises(UserInputError, match="not init_from"):
+        RLHG(base_checkpoint=base_checkpoint, init_from=base_checkpoint, **SMALL)
+
+
+def test_configs_match_the_experiment_settings():
+    from pathlib import Path
+
+    import yaml
+
+    from agents.experiments.rlhg import COLLAB, SETTINGS
+
+    setting = SETTINGS[COLLAB]
+    root = Path(__file__).resolve().parents[2] / "configs" / "agents"
+    ppo = yaml.safe_load((root / "ppo.yaml").read_text())["model"]["init_args"]
+    rlhg = yaml.safe_load((root / "rlhg.yaml").read_text())["model"]["init_args"]
+    for key, value in setting.ppo.items():
+        expected = list(value) if isinstance(value, tuple) else value
+        assert ppo[key] == expected and rlhg[key] == expected, key
+    assert ppo["total_timesteps"] == setting.base_timesteps and rlhg["total_timesteps"] == setting.finetune_timesteps
+    assert (rlhg["alpha"], rlhg["beta"], rlhg["human_value_timesteps"]) == (
+        setting.alpha, setting.beta, setting.human_value_timesteps)
+    assert ppo["env_kwargs"] == rlhg["env_kwargs"] == setting.env_kwargs
+
+
+def test_small_experiment_writes_results_plot_and_report(tmp_path):
+    import json
+
+    from agents.experiments import main as experiment_main
+
+    out = tmp_path / "exp"
+    assert experiment_main(["rlhg", "--seeds", "2", "--alpha", "0.5", "--alphas", "0.5", "--base-timesteps", "64",
+                            "--finetune-timesteps", "32", "--human-value-timesteps", "32", "--eval-episodes", "4",
+                            "--ppo", '{"num_envs": 2, "num_steps": 16, "num_minibatches": 2}', "--workers", "1",
+                            "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    for agent in ("base", "naive", "rlhg"):
+        assert len(results[agent]["per_seed"]["human_goal"]) == 2
+        assert results[agent]["human_goal"] == pytest.approx(np.mean(results[agent]["per_seed"]["human_goal"]))
+        low, high = results[agent]["ci95"]["task_success"]
+        assert low <= results[agent]["task_success"] <= high
+    gain = results["comparison_with_base"]["rlhg"]["human_goal_relative_gain"]
+    if results["base"]["human_goal"]:
+        assert gain == pytest.approx(results["rlhg"]["human_goal"] / results["base"]["human_goal"] - 1)
+    assert set(results["checks"]) == {"human_goal_gain_at_least_20pct", "task_success_at_least_95pct_of_base"}
+    assert (out / "alpha_tradeoff.png").stat().st_size > 1000 and "| rlhg |" in (out / "report.md").read_text()
+    assert len(list((out / "checkpoints").glob("*.ckpt"))) == 6
+    with pytest.raises(UserInputError, match="--env"):
+        experiment_main(["rlhg", "--env", "prefengine/Delivery-v0", "--out", str(out)])
