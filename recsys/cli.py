@@ -14,7 +14,7 @@ from recsys.errors import UserInputError
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("recsys.demo", "world -> train BPR and NBPO -> evaluate (observed and clean) -> table"),
+    "demo": ("recsys.demo", "world -> BPR and NBPO -> evaluate (observed, clean) -> export -> serve -> query"),
     "world": ("recsys.data.world_cli", "generate the preference world and write it to files"),
     "evaluate": ("recsys.evaluation.cli", "score recommendation lists from any system against held-out truth"),
     "fit": ("recsys.train", "train a model from a YAML config (LightningCLI)"),
@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("recsys.train", "write top-K recommendations for users (LightningCLI)"),
     "compare": ("recsys.compare", "train several models over seeds on one split; paired tests and plots"),
     "export": ("recsys.export", "turn a checkpoint into a serving bundle (ONNX + faiss + catalog)"),
+    "discern": ("recsys.discern", "train TIGER/Mender generative retrievers and score the five preference-discerning axes"),
 }
 
 
