@@ -133,6 +133,8 @@ class Rollout:
 class EpisodeTracker:
     """Running per-env sums; emits one record per finished episode (return, human goal, length, final info)."""
 
+    STEP_KEYS = ("human_goal_reward",)  # per-step info, summed into human_goal_return instead
+
     def __init__(self, num_envs: int):
         self.returns = np.zeros(num_envs)
         self.human = np.zeros(num_envs)
@@ -148,7 +150,9 @@ class EpisodeTracker:
             record = {"return": float(self.returns[i]), "human_goal_return": float(self.human[i]),
                       "length": int(self.lengths[i])}
             for key, value in final.items():
-                if not key.startswith("_") and final.get(f"_{key}", np.zeros(len(ended), bool))[i]:
+                if key.startswith("_") or key in self.STEP_KEYS:
+                    continue
+                if final.get(f"_{key}", np.zeros(len(ended), bool))[i]:
                     if np.isscalar(value[i]) and np.issubdtype(np.asarray(value[i]).dtype, np.number):
                         record[key] = float(value[i])
             finished.append(record)

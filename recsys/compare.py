@@ -299,7 +299,21 @@ def _point_markdown(block: dict[str, Any], averaged: dict[str, EvaluationResult]
 
 
 # -- main --------------------------------------------------------------------------------------
+def _experiment_of(argv: list[str]) -> str | None:
+    """The `experiment:` key of the config given with -c/--config, if any (experiments other than the
+    default noisy-label comparison have their own module and schema)."""
+    for flag, path in zip(argv, argv[1:]):
+        if flag in ("-c", "--config") and Path(path).is_file():
+            loaded = yaml.safe_load(Path(path).read_text())
+            return loaded.get("experiment") if isinstance(loaded, dict) else None
+    return None
+
+
 def main(argv: list[str]) -> int:
+    if _experiment_of(argv) == "personality":
+        from recsys.compare_personality import main as compare_personality
+
+        return compare_personality(argv)
     from recsys.train import log_to_console, quiet_lightning_warnings
 
     log_to_console()

@@ -76,6 +76,7 @@ class PreferenceOptions:
     window: int = 20  # recent items an extractor reads
     half_life: float = 5.0  # rules: recency half-life in items
     train_context: Literal["matched", "mixed"] = "mixed"  # training: matched preference alone, or among others
+    dropout: float = 0.0  # share of training examples given no preference at all
     llm: LLMOptions = field(default_factory=LLMOptions)
 
 
@@ -428,7 +429,9 @@ def run(config: DiscernConfig, out: Path) -> dict:
         details["extractor"] = {"name": timeline.extractor, **measure_extractor(data.world, timeline)}
         table = SentenceTable.build(timeline, encoder.encode)
         preferences = {part: training_preferences(getattr(split, part), timeline, table, item_embeddings,
-                                                  config.preferences.train_context, config.seed)
+                                                  config.preferences.train_context,
+                                                  config.preferences.dropout if part == "train" else 0.0,
+                                                  config.seed)
                        for part in ("train", "valid")}
     elif "mender" in variants:
         log.warning("mender needs preferences (reviews); these sequences have none, so only tiger runs")

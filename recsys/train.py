@@ -28,6 +28,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from recsys.data.datamodule import InteractionDataModule
 from recsys.errors import UserInputError
+from recsys.models.base import METRIC_KEY
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class RecommenderCLI(LightningCLI):
     # -- after each subcommand: metrics.json --------------------------------------------------------
     def _metrics(self) -> dict[str, float]:
         return {key: float(value) for key, value in self.trainer.callback_metrics.items()
-                if "/" in key and "@" in key}
+                if METRIC_KEY.match(key)}
 
     def _write_metrics(self, metrics: dict[str, float]) -> Path:
         path = self.root / "metrics.json"
@@ -197,8 +198,25 @@ def main(argv: list[str]) -> int:
     try:
         RecommenderCLI(
             model_class=LightningModule, subclass_mode_model=True, datamodule_class=InteractionDataModule,
+            subclass_mode_data=True,  # so a config may name a subclass (e.g. the personality DataModule)
             seed_everything_default=0, save_config_kwargs={"overwrite": True},
             parser_kwargs={"exit_on_error": False}, args=argv, auto_configure_optimizers=False)
     except ArgumentError as error:
         raise UserInputError(_one_line(error)) from None
+    except ValueError as error:  # jsonargparse wraps errors raised while it instantiates a subclass
+        cause = _user_error_inside(error)
+        if cause is None:
+            raise
+        raise cause from None
     return 0
+
+
+def _user_error_inside(error: BaseException) -> UserInputError | None:
+    """The UserInputError that an exception was raised from, if any (following __cause__/__context__)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserInputError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None

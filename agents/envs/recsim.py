@@ -169,7 +169,7 @@ class RecSimEnv(gym.Env):
 
     def step(self, action):
         slate = np.asarray(action, dtype=np.int64).reshape(-1)
-        if slate.shape != (self.slate_size,) or not self.action_space.contains(slate):
+        if slate.shape != (self.slate_size,) or slate.min() < 0 or slate.max() >= self.truth.n_items:
             raise ValueError(f"RecSim-v0: action must be {self.slate_size} item ids in 0..{self.truth.n_items - 1}")
         t, u = self.truth, self.user
         self.t += 1

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -25,12 +24,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from agents.envs.delivery import delivery_board
 from agents.envs.gridworld import FEATURES, Board
 from agents.envs.random_mdp import random_board
-
-logger = logging.getLogger(__name__)
+from agents.planning import solve
+from agents.preferences.learner import PreferenceLearner, RewardLearningContext
+from agents.preferences.policy_set import sample_policy_set
+from agents.preferences.segments import sample_segment_pairs
+from agents.preferences.teachers import Teacher
 
 MODELS = ("regret", "partial_return")
 NEAR_OPTIMAL = 0.9
@@ -55,14 +58,6 @@ class ExperimentConfig:
 
 def run_mdp(index: int, config: ExperimentConfig) -> dict:
     """Everything for one MDP (index 0 is the delivery board when included). Deterministic in (seed, index)."""
-    import torch
-
-    from agents.planning import solve
-    from agents.preferences.learner import PreferenceLearner, RewardLearningContext
-    from agents.preferences.policy_set import sample_policy_set
-    from agents.preferences.segments import sample_segment_pairs
-    from agents.preferences.teachers import Teacher
-
     torch.set_num_threads(1)  # tiny tensors: threads only add contention on a shared machine
     board_seq, data_seq, torch_seq = np.random.SeedSequence([config.seed, index]).spawn(3)
     board = _board(index, config, np.random.default_rng(board_seq))

@@ -21,6 +21,7 @@ import json
 import logging
 import multiprocessing
 import os
+import resource
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, replace
@@ -54,7 +55,7 @@ class Setting:
     eval_episodes: int = 500
 
 
-COLLAB_PPO = {"num_envs": 16, "num_steps": 32, "learning_rate": 1e-3, "update_epochs": 8, "num_minibatches": 4,
+COLLAB_PPO = {"num_envs": 32, "num_steps": 16, "learning_rate": 1e-3, "update_epochs": 8, "num_minibatches": 4,
               "gamma": 0.99, "gae_lambda": 0.95, "ent_coef": 0.01, "clip_vloss": False, "hidden_sizes": (64, 64)}
 SETTINGS: dict[str, Setting] = {
     COLLAB: Setting(ppo=COLLAB_PPO),
@@ -168,6 +169,12 @@ def compare(agent: dict, base: dict, seeds: list[int]) -> dict:
             "task_ratio_per_seed": ratio}
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished workers: what the run costs on unshared cores."""
+    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+
+
 def build_results(runs: list[dict], env_id: str, setting: Setting, seeds: list[int], wall: float,
                   workers: int) -> dict:
     def group(kind: str, alpha: float | None = None) -> dict:
@@ -185,7 +192,7 @@ def build_results(runs: list[dict], env_id: str, setting: Setting, seeds: list[i
         checks["task_success_at_least_95pct_of_base"] = bool((rlhg["task_ratio"] or 0) >= 0.95)
     results["checks"] = checks
     results["meta"] = {"env": env_id, "seeds": seeds, "setting": asdict(setting), "wall_seconds": wall,
-                       "workers": workers, "cpus": os.cpu_count(),
+                       "cpu_seconds": cpu_seconds(), "workers": workers, "cpus": os.cpu_count(),
                        "seconds_per_agent": {r["name"]: r["seconds"] for r in runs}}
     return results
 
@@ -226,7 +233,8 @@ def write_report(results: dict, path: Path, command: str) -> None:
     lines = [f"# RLHG experiment: {meta['env']}", "", f"Command: `{command}`", "",
              f"Seeds {meta['seeds']}; {meta['setting']['eval_episodes']} evaluation episodes per agent and seed; "
              f"alpha = {results['rlhg']['alpha']:g}, beta = {meta['setting']['beta']:g}; wall time "
-             f"{meta['wall_seconds'] / 60:.1f} min with {meta['workers']} worker process(es) on {meta['cpus']} CPUs.", "",
+             f"{meta['wall_seconds'] / 60:.1f} min with {meta['workers']} worker process(es) on {meta['cpus']} CPUs "
+             f"({meta['cpu_seconds'] / 60:.1f} CPU-minutes in all).", "",
              "| agent | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for agent in ("base", "naive", "rlhg"):
         cells = [f"{results[agent][m]:.3f} [{results[agent]['ci95'][m][0]:.3f}, {results[agent]['ci95'][m][1]:.3f}]"

@@ -7,7 +7,6 @@ processes, where importing Lightning and its per-step bookkeeping would cost mor
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,7 +99,7 @@ class PreferenceLearner(nn.Module):
     def track_best(self, loss: Tensor) -> None:
         value = float(loss.detach())
         if self._best is None or value < self._best[0]:
-            self._best = (value, copy.deepcopy(self.reward.state_dict()))
+            self._best = (value, {k: v.detach().clone() for k, v in self.reward.state_dict().items()})
 
     def restore_best(self) -> None:
         if self._best is not None:

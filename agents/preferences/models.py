@@ -93,13 +93,17 @@ def summed_features(batch: dict[str, Tensor], gamma: float = 1.0) -> Tensor:
 
 
 class PreferenceModel(nn.Module):
-    """Scores each segment (higher = preferred); the logit of a pair is the score difference."""
+    """Scores each segment (higher = preferred); the logit of a pair is the score difference.
+
+    `prepare` adds what does not depend on the reward, once per batch; for a linear reward the
+    logit of a pair then needs no per-segment work at all (see `logits`).
+    """
 
     return_discount = 1.0  # the discount inside a segment's return
 
     def prepare(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The batch plus what does not depend on the reward (computed once for full-batch training)."""
-        return {**batch, "summed_features": summed_features(batch, self.return_discount)}
+        summed = summed_features(batch, self.return_discount)  # (B, 2, d)
+        return {**batch, "summed_features": summed, "feature_difference": summed[:, 0] - summed[:, 1]}
 
     def segment_returns(self, reward: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         """sum_t c^t r(phi_t) over each segment's steps: (B, 2)."""
@@ -118,8 +122,14 @@ class PreferenceModel(nn.Module):
 
     def logits(self, reward: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         """log-odds that the first segment is preferred: (B,)."""
+        if getattr(reward, "is_linear", False) and "feature_difference" in batch:
+            return self.linear_logits(reward, batch)
         scores = self.segment_scores(reward, batch)
         return scores[:, 0] - scores[:, 1]
+
+    def linear_logits(self, reward: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        """The same logits for a linear reward from prepared pair-level terms (fewer, larger ops)."""
+        return reward(batch["feature_difference"])
 
     def loss(self, reward: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         """Cross-entropy over both orders of each pair, against (possibly 0.5 or soft) labels.
@@ -147,9 +157,7 @@ class RegretModel(PreferenceModel):
         self.gamma, self.temperature = float(gamma), float(temperature)
         self.return_discount = self.gamma
         # non-persistent: they come from the environment, not from training
-        self.register_buffer(
-            "occupancy", torch.as_tensor(policy_set.occupancy, dtype=DTYPE), persistent=False
-        )
+        self.register_buffer("occupancy", torch.as_tensor(policy_set.occupancy, dtype=DTYPE), persistent=False)
         self.register_buffer("basis", torch.as_tensor(policy_set.basis, dtype=DTYPE), persistent=False)
 
     def optimal_values(self, reward: nn.Module) -> Tensor:
@@ -160,20 +168,30 @@ class RegretModel(PreferenceModel):
     def prepare(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         batch = super().prepare(batch)
         ends = torch.gather(batch["states"], -1, batch["lengths"][..., None])[..., 0]
-        start_end = torch.stack([batch["states"][..., 0], ends], -1)  # (B, 2, 2)
+        end_discounts = self.gamma ** batch["lengths"].to(DTYPE)
+        ones = torch.ones_like(end_discounts)
+        # the logit is linear in V*: -V*(s0_1) + g^k1 V*(end_1) + V*(s0_2) - g^k2 V*(end_2)
+        value_index = torch.stack([batch["states"][:, 0, 0], ends[:, 0], batch["states"][:, 1, 0], ends[:, 1]], -1)
+        value_coef = torch.stack([-ones[:, 0], end_discounts[:, 0], ones[:, 1], -end_discounts[:, 1]], -1)
         return {
             **batch,
-            "start_end_states": start_end,
-            "end_discounts": self.gamma ** batch["lengths"].to(DTYPE),
+            "end_states": ends,
+            "end_discounts": end_discounts,
+            "value_index": value_index,
+            "value_coef": value_coef,
         }
 
     def segment_scores(self, reward: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        if "start_end_states" not in batch:
+        if "end_states" not in batch:
             batch = self.prepare(batch)
         v_star = self.optimal_values(reward)
-        index = batch["start_end_states"]
-        # index_select: its backward is a plain scatter-add, several times cheaper than indexing's
-        v = torch.index_select(v_star, 0, index.reshape(-1)).reshape(index.shape)
-        returns = self.segment_returns(reward, batch)
-        regret = v[..., 0] - (returns + batch["end_discounts"] * v[..., 1])
+        regret = v_star[batch["states"][..., 0]] - (
+            self.segment_returns(reward, batch) + batch["end_discounts"] * v_star[batch["end_states"]]
+        )
         return -regret
+
+    def linear_logits(self, reward: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        index = batch["value_index"]
+        # index_select: its backward is a plain scatter-add, several times cheaper than indexing's
+        values = torch.index_select(self.optimal_values(reward), 0, index.reshape(-1)).reshape(index.shape)
+        return reward(batch["feature_difference"]) + (batch["value_coef"] * values).sum(-1)

@@ -106,7 +106,7 @@ class RecommenderModule(pl.LightningModule):
         metrics = {}
         if self._trainer is not None:
             metrics = {key: float(value) for key, value in self.trainer.callback_metrics.items()
-                       if METRIC_KEY.match(key) and "@" in key}
+                       if METRIC_KEY.match(key)}
         block = dict(self.prefengine_meta)
         block.update(model_kind=self.model_kind, model_class=f"{type(self).__module__}.{type(self).__qualname__}",
                      metrics={**block.get("metrics", {}), **metrics})

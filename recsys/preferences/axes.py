@@ -20,7 +20,8 @@ leave-last-out split, with preferences from an extractor's timeline (step j = af
 
 Training examples get the matched preference of their step (`training_preferences`), optionally
 with the step's other preferences in random order ("mixed"), so the model learns to find the
-relevant one among several.
+relevant one among several, and a share of them none ("dropout"), so it keeps learning from the
+history alone rather than leaning on a preference that names the answer.
 """
 
 from __future__ import annotations
@@ -103,16 +104,22 @@ def matched_preference(candidates: np.ndarray, item: int, table: SentenceTable, 
 
 
 def training_preferences(examples: Examples, timeline: PreferenceTimeline, table: SentenceTable,
-                         item_embeddings: np.ndarray, context: str = "mixed", seed: int = 0) -> list[np.ndarray]:
-    """Per example, the matched preference (first) and, with context "mixed", a random subset of the rest."""
+                         item_embeddings: np.ndarray, context: str = "mixed", dropout: float = 0.0,
+                         seed: int = 0) -> list[np.ndarray]:
+    """Per example, the matched preference and, with context "mixed", a random subset of the rest (in random
+    order); with probability `dropout` none at all, so the model also learns to predict from history alone."""
     if context not in ("matched", "mixed"):
         raise ValueError(f"preference context must be 'matched' or 'mixed', got {context!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"preference dropout must be in [0, 1), got {dropout}")
     rng = np.random.default_rng([seed, 17])
+    dropped = rng.random(len(examples)) < dropout
     out = []
-    for user, step, target in zip(examples.user.tolist(), examples.step.tolist(), examples.target.tolist()):
+    for row, (user, step, target) in enumerate(zip(examples.user.tolist(), examples.step.tolist(),
+                                                   examples.target.tolist())):
         candidates = timeline.at(user, step)
         match = matched_preference(candidates, target, table, item_embeddings)
-        if match < 0:
+        if match < 0 or dropped[row]:
             out.append(np.zeros(0, dtype=np.int64))
             continue
         chosen = [match]
