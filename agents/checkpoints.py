@@ -12,16 +12,29 @@ from recsys.errors import DataFormatError, UserInputError
 AGENT_CLASSES = {"ppo": "agents.ppo:PPO", "rlhg": "agents.rlhg:RLHG"}
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """The raw checkpoint dict of an agent saved by this package."""
-    path = Path(path)
+def _load(path: Path) -> dict:
     if not path.is_file():
         raise UserInputError(f"{path}: no such checkpoint file")
     try:
+        # A Lightning checkpoint is a torch pickle: load only checkpoints you trust, as with any .ckpt.
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises many kinds for a file that is not a checkpoint
         raise DataFormatError(path, f"not a readable torch checkpoint ({type(error).__name__}: {error})") from None
-    kind = checkpoint.get("prefengine", {}).get("model_kind") if isinstance(checkpoint, dict) else None
+    return checkpoint if isinstance(checkpoint, dict) else {}
+
+
+def checkpoint_kind(path: str | Path) -> str | None:
+    """The `prefengine.model_kind` of any package checkpoint (agent or recommender), None if it has none."""
+    block = _load(Path(path)).get("prefengine")
+    return block.get("model_kind") if isinstance(block, dict) else None
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The raw checkpoint dict of an agent saved by this package."""
+    path = Path(path)
+    checkpoint = _load(path)
+    block = checkpoint.get("prefengine")
+    kind = block.get("model_kind") if isinstance(block, dict) else None
     if kind not in AGENT_CLASSES:
         raise DataFormatError(path, f"not an agent checkpoint (model_kind {kind!r}; expected one of "
                                     f"{sorted(AGENT_CLASSES)})", field="prefengine.model_kind")

@@ -114,14 +114,16 @@ class RewardLearner(pl.LightningModule):
         self.learner.restore_best()
 
     def on_fit_end(self) -> None:
-        if self.hparams.reward == "linear" and self.context is not None:
+        if self.context is None:
+            return
+        if self.hparams.reward == "linear":
             names = self.context.mdp.feature_names
             weights = ", ".join(f"{n}={w:+.3f}" for n, w in zip(names, self.learner.reward_weights()))
             rank_zero_info(f"learned reward weights ({self.hparams.preference_model} model): {weights}")
-            if self.context.mdp.reward_weights is not None:
-                rank_zero_info(
-                    f"scaled return of the greedy policy for the learned reward: {self.learner.scaled_return():.4f}"
-                )
+        if self.context.mdp.reward_weights is not None:
+            rank_zero_info(
+                f"scaled return of the greedy policy for the learned reward: {self.learner.scaled_return():.4f}"
+            )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         info: dict = {"model_kind": "reward_learner", "preference_model": self.hparams.preference_model}

@@ -72,19 +72,23 @@ def summarize(records: Sequence[dict]) -> dict[str, dict[str, float]]:
 
 def load_policy(path: str, env_id: str | None, env_kwargs: dict, deterministic: bool,
                 seed: int) -> tuple[Policy, str, dict]:
-    """The policy in `path`, the env to run it in and its arguments (a checkpoint's own env unless `env_id`
-    names another; `env_kwargs` given on the command line override the checkpoint's)."""
+    """The policy in `path`, the env to run it in and its arguments.
+
+    An agent checkpoint runs in its own env (unless `env_id` names another; `env_kwargs` from the
+    command line override its own). A recommender checkpoint or a serving bundle directory ranks the
+    slates of `env_id`, a recommendation simulator.
+    """
+    from agents.checkpoints import AGENT_CLASSES, checkpoint_kind, load_agent
+
     source = Path(path)
     if not source.exists():
         raise UserInputError(f"--policy {path}: no such checkpoint file or bundle directory")
-    if source.is_dir():
-        from agents.envs.recsim import bundle_policy
+    if source.is_dir() or checkpoint_kind(source) not in AGENT_CLASSES:
+        from agents.envs.recsim import recommender_policy
 
         if env_id is None:
-            raise UserInputError(f"{path}: a bundle needs --env (the recommendation simulator it serves)")
-        return bundle_policy(source, env_id, env_kwargs), env_id, env_kwargs
-    from agents.checkpoints import load_agent
-
+            raise UserInputError(f"--policy {path}: a recommender needs --env (the recommendation simulator)")
+        return recommender_policy(source, env_id, env_kwargs), env_id, env_kwargs
     agent = load_agent(source)
     trained_env = agent.hparams.env_id
     kwargs = dict(agent.hparams.env_kwargs or {}) if env_id in (None, trained_env) else {}

@@ -343,9 +343,11 @@ def score(items: np.ndarray, target: np.ndarray, ks: list[int]) -> tuple[dict[st
 
 
 def evaluate_variant(model: GenerativeRetriever, axes: dict[str, QuerySet], table: SentenceTable | None,
-                     ks: list[int], beam_size: int) -> dict[str, dict[str, float]]:
+                     ks: list[int], beam_size: int,
+                     hits_of: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, float]]:
+    """Metrics per axis; `hits_of`, when given, receives each axis's per-query hit matrix (for paired tests)."""
     results: dict[str, dict[str, float]] = {}
-    hits_of: dict[str, np.ndarray] = {}
+    hits_of = {} if hits_of is None else hits_of
     for name, queries in axes.items():
         started = time.perf_counter()
         items = recommend(model, queries, table, max(ks), beam_size)
@@ -354,7 +356,7 @@ def evaluate_variant(model: GenerativeRetriever, axes: dict[str, QuerySet], tabl
         log.info("%s %s: %s (%.1f s)", model.variant, name,
                  {k: round(v, 4) for k, v in results[name].items()}, time.perf_counter() - started)
     if "sentiment_positive" in results:
-        positive, negative = hits_of.pop("sentiment_positive"), hits_of.pop("sentiment_negative")
+        positive, negative = hits_of["sentiment_positive"], hits_of["sentiment_negative"]
         merged = dict(results.pop("sentiment_positive"))
         negative_scores = results.pop("sentiment_negative")
         for k in ks:
@@ -453,13 +455,36 @@ def run(config: DiscernConfig, out: Path) -> dict:
                                            seen if config.eval.exclude_seen else empty)}
     axes = {name: queries.head(config.eval.max_queries) for name, queries in axes.items()}
 
-    metrics = {}
+    metrics, hits = {}, {}
     for variant in variants:
         model = train_variant(variant, data, split, ids, item_embeddings, preferences, table, config, out)
-        metrics[variant] = evaluate_variant(model, axes, table, list(config.eval.ks), config.eval.beam_size)
+        hits[variant] = {}
+        metrics[variant] = evaluate_variant(model, axes, table, list(config.eval.ks), config.eval.beam_size,
+                                            hits[variant])
         (out / variant / "metrics.json").write_text(json.dumps(metrics[variant], indent=2) + "\n")
+    if {"tiger", "mender"} <= set(hits):
+        details["mender_vs_tiger"] = paired_differences(hits["mender"], hits["tiger"], list(config.eval.ks),
+                                                        config.seed)
     write_outputs(out, metrics, details, config)
     return metrics
+
+
+def paired_differences(a: dict[str, np.ndarray], b: dict[str, np.ndarray], ks: list[int],
+                       seed: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Per axis and K: hit@K of A minus B on the same queries, with a paired t-test and a bootstrap 95% CI."""
+    from recsys.evaluation.significance import paired_comparison
+
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for axis in a:
+        if axis == "sentiment_negative" or axis not in b or len(a[axis]) < 2:
+            continue
+        name = "sentiment" if axis == "sentiment_positive" else axis
+        out[name] = {}
+        for k in ks:
+            result = paired_comparison(a[axis][:, :k].any(axis=1), b[axis][:, :k].any(axis=1), seed=seed)
+            out[name][f"recall@{k}"] = {key: getattr(result, key) for key in
+                                        ("n", "mean_difference", "ci_low", "ci_high", "p_value")}
+    return out
 
 
 def write_outputs(out: Path, metrics: dict, details: dict, config: DiscernConfig) -> None:

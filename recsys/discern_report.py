@@ -39,6 +39,16 @@ def report_markdown(metrics: dict, details: dict, ks: Sequence[int]) -> str:
             diff = [_cell(metrics["mender"][axis].get(c, np.nan) - metrics["tiger"][axis].get(c, np.nan))
                     for c in columns]
             lines.append(f"| {AXIS_TITLES[axis]} | mender - tiger | | " + " | ".join(diff) + " |")
+    if details.get("mender_vs_tiger"):
+        lines += ["", "## Mender minus TIGER, paired over the same queries", "",
+                  "Difference of hit rates (Recall@K with one relevant item), paired t-test p-value and bootstrap "
+                  "95% confidence interval.", "",
+                  "| axis | K | queries | difference | 95% CI | p |", "|---|---|---|---|---|---|"]
+        for axis, per_k in details["mender_vs_tiger"].items():
+            for key, row in per_k.items():
+                lines.append(f"| {AXIS_TITLES.get(axis, axis)} | {key.split('@')[1]} | {int(row['n']):,} | "
+                             f"{row['mean_difference']:+.4f} | [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] | "
+                             f"{row['p_value']:.2g} |")
     sentiment = {v: metrics[v]["sentiment"] for v in variants if "sentiment" in metrics[v]}
     if sentiment:
         lines += ["", "## Sentiment following", "",

@@ -145,8 +145,7 @@ class CollabEnv(gym.Env):
         done = completed or self.t >= self.time_limit
         info = {"human_goal_reward": human_goal_reward}
         if done:
-            info.update(task_success=float(not self.item_left.any()), human_goal=float(self.human_goal_total),
-                        items_by_agent=float(self.by_agent), items_by_human=float(self.by_human),
+            info.update(task_success=float(not self.item_left.any()), items_by_agent=float(self.by_agent), items_by_human=float(self.by_human),
                         blockers_cleared=float(self.blockers_cleared))
         return self._observation(), task_reward, done, False, info
 

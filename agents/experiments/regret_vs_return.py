@@ -50,7 +50,7 @@ class ExperimentConfig:
     segment_length: int = 3
     n_policies: int = 100
     remove_optimal_policy: bool = True
-    steps: int = 500
+    steps: int = 1000
     lr: float = 0.5
     temperature: float = 0.001
     workers: int = 2

@@ -57,13 +57,20 @@ class Setting:
 
 COLLAB_PPO = {"num_envs": 32, "num_steps": 16, "learning_rate": 1e-3, "update_epochs": 8, "num_minibatches": 4,
               "gamma": 0.99, "gae_lambda": 0.95, "ent_coef": 0.01, "clip_vloss": False, "hidden_sizes": (64, 64)}
+# The recommender: a slate of 5 from 150 items (Plackett-Luce), sessions of a few steps (so gamma 0.95),
+# a smaller entropy bonus since the slate's first-position entropy is about log(150).
+RECSIM_PPO = {"num_envs": 32, "num_steps": 16, "learning_rate": 1e-3, "update_epochs": 4, "num_minibatches": 4,
+              "gamma": 0.95, "gae_lambda": 0.95, "ent_coef": 0.003, "clip_vloss": False, "hidden_sizes": (128, 128),
+              "action_distribution": "slate"}
 SETTINGS: dict[str, Setting] = {
     COLLAB: Setting(ppo=COLLAB_PPO),
+    RECSIM: Setting(ppo=RECSIM_PPO, base_timesteps=150_000, finetune_timesteps=60_000, human_value_timesteps=16_384,
+                    alpha=1.0, alphas=(0.5, 1.0, 2.0)),
 }
 
 
 def run_task(task: dict) -> dict:
-    """Train one agent (base, naive or rlhg), save it and evaluate it. Runs in a worker process."""
+    """Train one agent (base, continued, naive or rlhg), save it and evaluate it. Runs in a worker process."""
     import pytorch_lightning as pl
     import torch
     from pytorch_lightning.loggers import CSVLogger
@@ -76,10 +83,12 @@ def run_task(task: dict) -> dict:
     torch.set_num_threads(1)
     setting = Setting(**task["setting"])
     out, kind, seed, alpha = Path(task["out"]), task["kind"], task["seed"], task.get("alpha")
-    name = f"{kind}_seed{seed}" if kind == "base" else f"{kind}_alpha{alpha:g}_seed{seed}"
+    name = f"{kind}_seed{seed}" if alpha is None else f"{kind}_alpha{alpha:g}_seed{seed}"
     common = dict(env_id=task["env_id"], env_kwargs=setting.env_kwargs, seed=seed, **setting.ppo)
     if kind == "base":
         module = PPO(total_timesteps=setting.base_timesteps, **common)
+    elif kind == "continued":  # the control: as much more training as the fine-tunes get, env reward only
+        module = PPO(total_timesteps=setting.finetune_timesteps, init_from=task["base_checkpoint"], **common)
     elif kind == "naive":
         module = PPO(total_timesteps=setting.finetune_timesteps, human_reward_coef=alpha,
                      init_from=task["base_checkpoint"], **common)
@@ -106,7 +115,7 @@ def run_task(task: dict) -> dict:
 def run_tasks(env_id: str, setting: Setting, seeds: list[int], out: Path, workers: int) -> list[dict]:
     """Each seed's base agent first, then its fine-tunes; up to `workers` processes at a time."""
     base = {"env_id": env_id, "setting": asdict(setting), "out": str(out)}
-    finetunes = [(kind, alpha) for alpha in setting.alphas for kind in ("rlhg", "naive")]
+    finetunes = [("continued", None)] + [(kind, alpha) for alpha in setting.alphas for kind in ("rlhg", "naive")]
     total = len(seeds) * (1 + len(finetunes))
     results: list[dict] = []
     with tqdm(total=total, desc="rlhg experiment", unit="agent") as bar:
@@ -121,14 +130,15 @@ def run_tasks(env_id: str, setting: Setting, seeds: list[int], out: Path, worker
 
         if workers <= 1:
             for seed in seeds:
-                base_result = run_task({**base, "kind": "base", "seed": seed})
+                base_result = run_task({**base, "kind": "base", "alpha": None, "seed": seed})
                 done(base_result)
                 for task in followups(base_result):
                     done(run_task(task))
             return results
         # spawn: forking a process that already runs torch threads can deadlock
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pending: set[Future] = {pool.submit(run_task, {**base, "kind": "base", "seed": s}) for s in seeds}
+            pending: set[Future] = {pool.submit(run_task, {**base, "kind": "base", "alpha": None, "seed": s})
+                                    for s in seeds}
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -158,15 +168,21 @@ def aggregate(runs: list[dict], seeds: list[int]) -> dict:
     return out
 
 
-def compare(agent: dict, base: dict, seeds: list[int]) -> dict:
-    """Per-seed relative change of the human goal and ratio of task success (or return) against the base agent."""
-    task_metric = "task_success" if "task_success" in base else "return"
-    gain = [a / b - 1.0 if b else float("nan") for a, b in zip(agent["per_seed"]["human_goal"], base["per_seed"]["human_goal"])]
-    ratio = [a / b if b else float("nan") for a, b in zip(agent["per_seed"][task_metric], base["per_seed"][task_metric])]
-    return {"human_goal_relative_gain": float(agent["human_goal"] / base["human_goal"] - 1.0) if base["human_goal"] else None,
-            "human_goal_relative_gain_per_seed": gain, "task_metric": task_metric,
-            "task_ratio": float(agent[task_metric] / base[task_metric]) if base[task_metric] else None,
-            "task_ratio_per_seed": ratio}
+def compare(agent: dict, reference: dict) -> dict:
+    """Relative change of the human goal and ratio of the task metric (task success, else the env return)
+    against a reference agent: of the seed means, and per seed."""
+    task_metric = "task_success" if "task_success" in reference else "return"
+
+    def change(a: float, b: float) -> float | None:
+        return float(a / b - 1.0) if b else None
+
+    return {"human_goal_relative_gain": change(agent["human_goal"], reference["human_goal"]),
+            "human_goal_relative_gain_per_seed": [change(a, b) for a, b in zip(agent["per_seed"]["human_goal"],
+                                                                               reference["per_seed"]["human_goal"])],
+            "task_metric": task_metric,
+            "task_ratio": float(agent[task_metric] / reference[task_metric]) if reference[task_metric] else None,
+            "task_ratio_per_seed": [a / b if b else None for a, b in zip(agent["per_seed"][task_metric],
+                                                                        reference["per_seed"][task_metric])]}
 
 
 def cpu_seconds() -> float:
@@ -175,22 +191,33 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
 
 
+def checks(results: dict) -> dict[str, bool]:
+    """The paper's claims as pass/fail: with a task-success metric (the collaborative env), RLHG raises the
+    human goal by >= 20% over the base agent and keeps >= 95% of its task success; otherwise (the
+    recommender) RLHG raises the users' goal over the engagement-only policy, base and equally trained."""
+    versus_base = results["comparison_with_base"]["rlhg"]
+    if versus_base["task_metric"] == "task_success":
+        return {"human_goal_gain_at_least_20pct": bool((versus_base["human_goal_relative_gain"] or 0) >= 0.20),
+                "task_success_at_least_95pct_of_base": bool((versus_base["task_ratio"] or 0) >= 0.95)}
+    rlhg = results["rlhg"]["human_goal"]
+    return {"human_goal_above_base": bool(rlhg > results["base"]["human_goal"]),
+            "human_goal_above_continued": bool(rlhg > results["continued"]["human_goal"])}
+
+
 def build_results(runs: list[dict], env_id: str, setting: Setting, seeds: list[int], wall: float,
                   workers: int) -> dict:
     def group(kind: str, alpha: float | None = None) -> dict:
         chosen = [r for r in runs if r["kind"] == kind and (alpha is None or r["alpha"] == alpha)]
         return aggregate(chosen, seeds)
 
-    results: dict = {"base": group("base")}
+    results: dict = {"base": group("base"), "continued": group("continued")}
     for kind in ("naive", "rlhg"):
         results[kind] = {**group(kind, setting.alpha), "alpha": setting.alpha}
     results["alpha_sweep"] = {kind: {f"{a:g}": group(kind, a) for a in setting.alphas} for kind in ("naive", "rlhg")}
-    results["comparison_with_base"] = {kind: compare(results[kind], results["base"], seeds) for kind in ("naive", "rlhg")}
-    rlhg = results["comparison_with_base"]["rlhg"]
-    checks = {"human_goal_gain_at_least_20pct": bool((rlhg["human_goal_relative_gain"] or 0) >= 0.20)}
-    if rlhg["task_metric"] == "task_success":
-        checks["task_success_at_least_95pct_of_base"] = bool((rlhg["task_ratio"] or 0) >= 0.95)
-    results["checks"] = checks
+    for reference in ("base", "continued"):
+        results[f"comparison_with_{reference}"] = {kind: compare(results[kind], results[reference])
+                                                   for kind in ("naive", "rlhg")}
+    results["checks"] = checks(results)
     results["meta"] = {"env": env_id, "seeds": seeds, "setting": asdict(setting), "wall_seconds": wall,
                        "cpu_seconds": cpu_seconds(), "workers": workers, "cpus": os.cpu_count(),
                        "seconds_per_agent": {r["name"]: r["seconds"] for r in runs}}
@@ -198,28 +225,42 @@ def build_results(runs: list[dict], env_id: str, setting: Setting, seeds: list[i
 
 
 def plot_tradeoff(results: dict, path: Path, env_id: str) -> None:
+    """Human goal and the task metric against alpha, and the two against each other (the trade-off)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    base = results["base"]
     task_metric = results["comparison_with_base"]["rlhg"]["task_metric"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, metric in zip(axes, ("human_goal", task_metric)):
-        for kind, colour in (("rlhg", "#c44e52"), ("naive", "#4c72b0")):
-            sweep = results["alpha_sweep"][kind]
-            alphas = [float(a) for a in sweep]
+    references = (("base", "black", "--", "base (env reward only)"), ("continued", "grey", ":", "base trained on as long"))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for kind, colour in (("rlhg", "#c44e52"), ("naive", "#4c72b0")):
+        sweep = results["alpha_sweep"][kind]
+        alphas = [float(a) for a in sweep]
+        for ax, metric in zip(axes[:2], ("human_goal", task_metric)):
             means = [sweep[a][metric] for a in sweep]
             errors = [[m - sweep[a]["ci95"][metric][0] for a, m in zip(sweep, means)],
                       [sweep[a]["ci95"][metric][1] - m for a, m in zip(sweep, means)]]
             ax.errorbar(alphas, means, yerr=errors, marker="o", capsize=3, color=colour, label=kind)
-        ax.axhline(base[metric], color="black", linestyle="--", label="base (task only)")
+        xs, ys = [sweep[a][task_metric] for a in sweep], [sweep[a]["human_goal"] for a in sweep]
+        axes[2].plot(xs, ys, marker="o", color=colour, label=kind)
+        for alpha, x, y in zip(sweep, xs, ys):
+            axes[2].annotate(f"alpha {alpha}", (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    for name, colour, style, label in references:
+        for ax, metric in zip(axes[:2], ("human_goal", task_metric)):
+            ax.axhline(results[name][metric], color=colour, linestyle=style, label=label)
+        axes[2].plot(results[name][task_metric], results[name]["human_goal"], marker="s", color=colour,
+                     linestyle="none", label=label)
+    for ax, metric in zip(axes[:2], ("human_goal", task_metric)):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("alpha (weight of the human terms)")
         ax.set_ylabel(metric)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"{env_id}: human goal vs {task_metric} (mean and 95% CI over {len(results['meta']['seeds'])} seeds)",
+    axes[2].set_xlabel(task_metric)
+    axes[2].set_ylabel("human_goal")
+    axes[2].set_title("trade-off (up and right is better)", fontsize=9)
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{env_id}: human goal and {task_metric} (mean and 95% CI over {len(results['meta']['seeds'])} seeds)",
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -227,26 +268,31 @@ def plot_tradeoff(results: dict, path: Path, env_id: str) -> None:
 
 
 def write_report(results: dict, path: Path, command: str) -> None:
-    meta, comparison = results["meta"], results["comparison_with_base"]
-    task_metric = comparison["rlhg"]["task_metric"]
+    meta = results["meta"]
+    task_metric = results["comparison_with_base"]["rlhg"]["task_metric"]
     metrics = ["human_goal", task_metric] + [m for m in ("return", "length") if m != task_metric]
     lines = [f"# RLHG experiment: {meta['env']}", "", f"Command: `{command}`", "",
              f"Seeds {meta['seeds']}; {meta['setting']['eval_episodes']} evaluation episodes per agent and seed; "
              f"alpha = {results['rlhg']['alpha']:g}, beta = {meta['setting']['beta']:g}; wall time "
              f"{meta['wall_seconds'] / 60:.1f} min with {meta['workers']} worker process(es) on {meta['cpus']} CPUs "
              f"({meta['cpu_seconds'] / 60:.1f} CPU-minutes in all).", "",
+             "Agents: base = PPO on the env reward; continued = the base trained on for the fine-tuning budget, "
+             "env reward only (the fair control); naive = fine-tuned on env reward + alpha * human-goal reward; "
+             "rlhg = fine-tuned with RLHG. Mean over seeds [95% t-interval].", "",
              "| agent | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-    for agent in ("base", "naive", "rlhg"):
+    for agent in ("base", "continued", "naive", "rlhg"):
         cells = [f"{results[agent][m]:.3f} [{results[agent]['ci95'][m][0]:.3f}, {results[agent]['ci95'][m][1]:.3f}]"
                  for m in metrics if m in results[agent]]
         lines.append(f"| {agent} | " + " | ".join(cells) + " |")
-    lines += ["", "Against the base agent (mean over seeds; per seed in brackets):", ""]
-    for kind in ("naive", "rlhg"):
-        c = comparison[kind]
-        per_seed = ", ".join(f"{g:+.1%}" for g in c["human_goal_relative_gain_per_seed"])
-        ratio_seed = ", ".join(f"{r:.3f}" for r in c["task_ratio_per_seed"])
-        lines.append(f"- {kind}: human goal {c['human_goal_relative_gain']:+.1%} [{per_seed}]; "
-                     f"{task_metric} ratio {c['task_ratio']:.3f} [{ratio_seed}]")
+    for reference in ("base", "continued"):
+        lines += ["", f"Against {reference} (of the seed means; per seed in brackets):", ""]
+        for kind in ("naive", "rlhg"):
+            c = results[f"comparison_with_{reference}"][kind]
+            gains = ", ".join("n/a" if g is None else f"{g:+.1%}" for g in c["human_goal_relative_gain_per_seed"])
+            ratios = ", ".join("n/a" if r is None else f"{r:.3f}" for r in c["task_ratio_per_seed"])
+            gain = "n/a" if c["human_goal_relative_gain"] is None else f"{c['human_goal_relative_gain']:+.1%}"
+            ratio = "n/a" if c["task_ratio"] is None else f"{c['task_ratio']:.3f}"
+            lines.append(f"- {kind}: human goal {gain} [{gains}]; {task_metric} ratio {ratio} [{ratios}]")
     lines += ["", "Checks: " + ", ".join(f"{k} = {'PASS' if v else 'FAIL'}" for k, v in results["checks"].items()), "",
               "## Alpha sweep", "", "| alpha | rlhg human_goal | rlhg " + task_metric + " | naive human_goal | naive "
               + task_metric + " |", "|---|---|---|---|---|"]

@@ -157,7 +157,9 @@ class RegretModel(PreferenceModel):
         self.gamma, self.temperature = float(gamma), float(temperature)
         self.return_discount = self.gamma
         # non-persistent: they come from the environment, not from training
-        self.register_buffer("occupancy", torch.as_tensor(policy_set.occupancy, dtype=DTYPE), persistent=False)
+        self.register_buffer(
+            "occupancy", torch.as_tensor(policy_set.occupancy, dtype=DTYPE), persistent=False
+        )
         self.register_buffer("basis", torch.as_tensor(policy_set.basis, dtype=DTYPE), persistent=False)
 
     def optimal_values(self, reward: nn.Module) -> Tensor:
@@ -171,7 +173,9 @@ class RegretModel(PreferenceModel):
         end_discounts = self.gamma ** batch["lengths"].to(DTYPE)
         ones = torch.ones_like(end_discounts)
         # the logit is linear in V*: -V*(s0_1) + g^k1 V*(end_1) + V*(s0_2) - g^k2 V*(end_2)
-        value_index = torch.stack([batch["states"][:, 0, 0], ends[:, 0], batch["states"][:, 1, 0], ends[:, 1]], -1)
+        value_index = torch.stack(
+            [batch["states"][:, 0, 0], ends[:, 0], batch["states"][:, 1, 0], ends[:, 1]], -1
+        )
         value_coef = torch.stack([-ones[:, 0], end_discounts[:, 0], ones[:, 1], -end_discounts[:, 1]], -1)
         return {
             **batch,

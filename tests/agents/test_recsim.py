@@ -116,3 +116,25 @@ def test_scorer_policy_shows_the_top_items_not_yet_consumed():
 def test_bad_arguments_are_user_errors(kwargs):
     with pytest.raises(UserInputError):
         RecSimEnv(**{**WORLD, **kwargs})
+
+
+def test_a_serving_bundle_ranks_the_slates(tmp_path):
+    from recsys.export import write_bundle
+
+    from agents.envs.recsim import recommender_policy
+
+    rng = np.random.default_rng(0)
+    users, items = rng.standard_normal((60, 8)).astype(np.float32), rng.standard_normal((80, 8)).astype(np.float32)
+    # The bundle knows users 0..49 only, and lists items in reverse order (ids are matched, not positions).
+    order = np.arange(80)[::-1]
+    bundle = write_bundle(tmp_path / "bundle", users[:50], items[order], [str(u) for u in range(50)],
+                          [str(i) for i in order], {"title": [f"t{i}" for i in order], "category": ["c"] * 80},
+                          np.arange(80)[order], {"indptr": np.zeros(51, dtype=np.int64), "indices": np.zeros(0, np.int64)},
+                          {}, "mf")
+    policy = recommender_policy(bundle, "prefengine/RecSim-v0", WORLD)
+    env = make()
+    obs, info = env.reset(seed=0, options={"user": 3})
+    expected = np.argsort(-(users[3] @ items.T), kind="stable")[:5]
+    np.testing.assert_array_equal(policy(obs[None], {"user": np.array([3])})[0], expected)
+    obs, info = env.reset(seed=0, options={"user": 55})  # unknown to the bundle: most popular items first
+    np.testing.assert_array_equal(policy(obs[None], {"user": np.array([55])})[0], [79, 78, 77, 76, 75])

@@ -157,7 +157,7 @@ def test_small_experiment_writes_results_plot_and_report(tmp_path):
                             "--ppo", '{"num_envs": 2, "num_steps": 16, "num_minibatches": 2}', "--workers", "1",
                             "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    for agent in ("base", "naive", "rlhg"):
+    for agent in ("base", "continued", "naive", "rlhg"):
         assert len(results[agent]["per_seed"]["human_goal"]) == 2
         assert results[agent]["human_goal"] == pytest.approx(np.mean(results[agent]["per_seed"]["human_goal"]))
         low, high = results[agent]["ci95"]["task_success"]
@@ -167,6 +167,6 @@ def test_small_experiment_writes_results_plot_and_report(tmp_path):
         assert gain == pytest.approx(results["rlhg"]["human_goal"] / results["base"]["human_goal"] - 1)
     assert set(results["checks"]) == {"human_goal_gain_at_least_20pct", "task_success_at_least_95pct_of_base"}
     assert (out / "alpha_tradeoff.png").stat().st_size > 1000 and "| rlhg |" in (out / "report.md").read_text()
-    assert len(list((out / "checkpoints").glob("*.ckpt"))) == 6
+    assert len(list((out / "checkpoints").glob("*.ckpt"))) == 8  # base, continued, naive, rlhg x 2 seeds
     with pytest.raises(UserInputError, match="--env"):
         experiment_main(["rlhg", "--env", "prefengine/Delivery-v0", "--out", str(out)])
