@@ -25,29 +25,34 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("recsys.export", "turn a checkpoint into a serving bundle (ONNX + faiss + catalog)"),
     "discern": ("recsys.discern", "train TIGER/Mender generative retrievers and score the five preference-discerning axes"),
 }
+# LightningCLI commands receive their own name as the first argument.
+LIGHTNING_COMMANDS = {"fit", "validate", "test", "predict"}
 
 
-def usage() -> str:
-    width = max(map(len, COMMANDS))
-    lines = ["usage: python -m recsys <command> [options]", "", "commands:"]
-    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
-    lines += ["", "`python -m recsys <command> --help` explains each command's options."]
+def usage(prog: str, commands: dict[str, tuple[str, str]]) -> str:
+    width = max(map(len, commands))
+    lines = [f"usage: python -m {prog} <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in commands.items()]
+    lines += ["", f"`python -m {prog} <command> --help` explains each command's options."]
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def dispatch(prog: str, commands: dict[str, tuple[str, str]], lightning: set[str], argv: list[str]) -> int:
+    """Run `argv[0]`'s module; print user errors as one line and return 2."""
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage())
+        print(usage(prog, commands))
         return 0
     command, rest = argv[0], argv[1:]
-    if command not in COMMANDS:
-        print(f"error: unknown command '{command}'\n\n{usage()}", file=sys.stderr)
+    if command not in commands:
+        print(f"error: unknown command '{command}'\n\n{usage(prog, commands)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
+    module = importlib.import_module(commands[command][0])
     try:
-        # LightningCLI commands need the subcommand name itself.
-        return int(module.main([command, *rest] if module.__name__ == "recsys.train" else rest) or 0)
+        return int(module.main([command, *rest] if command in lightning else rest) or 0)
     except UserInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return dispatch("recsys", COMMANDS, LIGHTNING_COMMANDS, list(sys.argv[1:] if argv is None else argv))
