@@ -25,6 +25,7 @@ from agents.ppo import EpisodeTracker, Policy, make_vector_env, step_info
 from recsys.errors import UserInputError
 
 log = logging.getLogger(__name__)
+ID_COLUMNS = ("env", "episode", "user")  # which sub-env, its episode count, the simulated user: not metrics
 
 
 def run_episodes(env_id: str, env_kwargs: dict | None, policy: Policy, episodes: int, seed: int,
@@ -58,8 +59,8 @@ def run_episodes(env_id: str, env_kwargs: dict | None, policy: Policy, episodes:
 
 
 def summarize(records: Sequence[dict]) -> dict[str, dict[str, float]]:
-    """Mean, standard deviation and a normal 95% interval of every numeric column."""
-    frame = pd.DataFrame(list(records)).drop(columns=["env", "episode"], errors="ignore")
+    """Mean, standard deviation and a normal 95% interval of every numeric column but the ids."""
+    frame = pd.DataFrame(list(records)).drop(columns=list(ID_COLUMNS), errors="ignore")
     summary = {}
     for column in frame.select_dtypes("number").columns:
         values = frame[column].dropna().to_numpy(dtype=float)
