@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run")
     LightningCLI(
         pl.LightningModule,
-        pl.LightningDataModule,
+        None,  # data is optional: PPO and RLHG make their own rollouts
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=argv,
