@@ -89,6 +89,9 @@ class RLHG(PPO):
         super().__init__(**ppo_kwargs)
         self.save_hyperparameters()
         self.stage_one_iterations = human_value_timesteps // self.batch_size
+        if self.stage_one_iterations < 1:
+            raise UserInputError(f"RLHG: human_value_timesteps={human_value_timesteps} is less than one rollout "
+                                 f"({self.batch_size} steps): stage I would leave V_phi untrained")
         self.stage_two_iterations = self.num_iterations
         self.num_iterations = self.stage_one_iterations + self.stage_two_iterations
         obs_dim = int(self.observation_space.shape[0])

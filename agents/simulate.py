@@ -105,7 +105,12 @@ def plot_episodes(frame: pd.DataFrame, path: Path, title: str) -> None:
     columns = [c for c in ("return", "human_goal_return", "length") if c in frame]
     fig, axes = plt.subplots(1, len(columns), figsize=(4 * len(columns), 3.2))
     for ax, column in zip(np.atleast_1d(axes), columns):
-        ax.hist(frame[column], bins=min(30, max(5, frame[column].nunique())), color="#4c72b0")
+        values = frame[column].to_numpy(dtype=float)
+        if np.allclose(values, np.round(values)) and values.max() - values.min() <= 60:
+            bins = np.arange(values.min(), values.max() + 2) - 0.5  # one bar per integer value
+        else:
+            bins = 30
+        ax.hist(values, bins=bins, color="#4c72b0")
         ax.axvline(frame[column].mean(), color="#c44e52", label=f"mean {frame[column].mean():.3g}")
         ax.set_xlabel(column)
         ax.legend(fontsize=8)

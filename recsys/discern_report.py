@@ -17,6 +17,12 @@ AXIS_TITLES = {
 }
 
 
+def _title(axis: str) -> str:
+    """Row titles of the tables: the sentiment rows score positive preferences (the other half is below)."""
+    title = AXIS_TITLES.get(axis, axis)
+    return title + " (positive preferences)" if axis == "sentiment" else title
+
+
 def _cell(value) -> str:
     return "" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.4f}"
 
@@ -34,11 +40,11 @@ def report_markdown(metrics: dict, details: dict, ks: Sequence[int]) -> str:
             if row is None:
                 continue
             cells = [_cell(row.get(c)) for c in columns]
-            lines.append(f"| {AXIS_TITLES[axis]} | {variant} | {int(row.get('queries', 0)):,} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_title(axis)} | {variant} | {int(row.get('queries', 0)):,} | " + " | ".join(cells) + " |")
         if {"tiger", "mender"} <= set(variants) and axis in metrics["tiger"] and axis in metrics["mender"]:
             diff = [_cell(metrics["mender"][axis].get(c, np.nan) - metrics["tiger"][axis].get(c, np.nan))
                     for c in columns]
-            lines.append(f"| {AXIS_TITLES[axis]} | mender - tiger | | " + " | ".join(diff) + " |")
+            lines.append(f"| {_title(axis)} | mender - tiger | | " + " | ".join(diff) + " |")
     if details.get("mender_vs_tiger"):
         lines += ["", "## Mender minus TIGER, paired over the same queries", "",
                   "Difference of hit rates (Recall@K with one relevant item), paired t-test p-value and bootstrap "
@@ -46,7 +52,7 @@ def report_markdown(metrics: dict, details: dict, ks: Sequence[int]) -> str:
                   "| axis | K | queries | difference | 95% CI | p |", "|---|---|---|---|---|---|"]
         for axis, per_k in details["mender_vs_tiger"].items():
             for key, row in per_k.items():
-                lines.append(f"| {AXIS_TITLES.get(axis, axis)} | {key.split('@')[1]} | {int(row['n']):,} | "
+                lines.append(f"| {_title(axis)} | {key.split('@')[1]} | {int(row['n']):,} | "
                              f"{row['mean_difference']:+.4f} | [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] | "
                              f"{row['p_value']:.2g} |")
     sentiment = {v: metrics[v]["sentiment"] for v in variants if "sentiment" in metrics[v]}
@@ -76,24 +82,38 @@ def report_markdown(metrics: dict, details: dict, ks: Sequence[int]) -> str:
 
 
 def plot_axes(metrics: dict, path: Path, k: int) -> Path:
-    """Grouped bars: Recall@k and NDCG@k per axis, one bar per variant."""
+    """Recall@k and NDCG@k per retrieval axis (one bar per variant), and sentiment following on its own panel:
+    positive preferences should retrieve the item, negative ones keep it out, combined is both at once."""
     variants = list(metrics)
-    axes = [a for a in AXIS_TITLES if any(a in metrics[v] for v in variants)]
-    figure = Figure(figsize=(max(6.0, 2.2 * len(axes)), 6.5))
-    for row, metric in enumerate(("recall", "ndcg")):
-        ax = figure.add_subplot(2, 1, row + 1)
-        width = 0.8 / max(1, len(variants))
-        x = np.arange(len(axes))
+    axes = [a for a in AXIS_TITLES if a != "sentiment" and any(a in metrics[v] for v in variants)]
+    has_sentiment = any("sentiment" in metrics[v] for v in variants)
+    figure = Figure(figsize=(max(7.0, 2.2 * len(axes) + 3.0), 6.5))
+    grid = figure.add_gridspec(2, 2 if has_sentiment else 1, width_ratios=[len(axes), 2] if has_sentiment else None)
+    width = 0.8 / max(1, len(variants))
+
+    def bars(ax, labels, values_of):
+        x = np.arange(len(labels))
         for j, variant in enumerate(variants):
-            values = [metrics[variant].get(a, {}).get(f"{metric}@{k}", np.nan) for a in axes]
-            bars = ax.bar(x + (j - (len(variants) - 1) / 2) * width, values, width, label=variant)
-            ax.bar_label(bars, fmt="%.3f", fontsize=7)
-        ax.set_xticks(x, [AXIS_TITLES[a].split(". ", 1)[1] for a in axes], fontsize=8)
-        ax.set_ylabel(f"{metric}@{k}")
+            drawn = ax.bar(x + (j - (len(variants) - 1) / 2) * width, values_of(variant), width, label=variant)
+            ax.bar_label(drawn, fmt="%.3f", fontsize=7)
+        ax.set_xticks(x, labels, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
+
+    for row, metric in enumerate(("recall", "ndcg")):
+        ax = figure.add_subplot(grid[row, 0])
+        bars(ax, [AXIS_TITLES[a].split(". ", 1)[1].replace(" ", "\n", 1) for a in axes],
+             lambda v, metric=metric: [metrics[v].get(a, {}).get(f"{metric}@{k}", np.nan) for a in axes])
+        ax.set_ylabel(f"{metric}@{k}")
         if row == 0:
-            ax.set_title("Preference discerning (sentiment: positive preferences)")
+            ax.set_title("Preference discerning")
             ax.legend()
+    if has_sentiment:
+        ax = figure.add_subplot(grid[:, 1])
+        keys = [f"recall@{k}", f"negative_kept_out@{k}", f"combined@{k}"]
+        bars(ax, ["positive:\nretrieved", "negative:\nkept out", "combined"],
+             lambda v: [metrics[v].get("sentiment", {}).get(key, np.nan) for key in keys])
+        ax.set_title(f"4. sentiment following (@{k})")
+        ax.set_ylim(0, 1.05)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
