@@ -13,7 +13,7 @@ of Paischer et al. (2024) as Recall@5/10 and NDCG@5/10 (`recsys.preferences.axes
 
 DIR receives metrics.json ({variant: {axis: {metric: value}}}), report.md, discern.png,
 details.json (extractor quality, RQ-VAE report, counts), semantic_ids.json, preferences.csv
-and per variant a checkpoint (DIR/<variant>/best.ckpt) that `recsys.models.generative_export`
+and per variant a checkpoint (DIR/<variant>/best.ckpt) that `python -m recsys export`
 turns into a serving bundle.
 """
 

@@ -1,4 +1,9 @@
-"""Checkpoint -> serving bundle (`python -m recsys export --ckpt PATH --out DIR [--index flat|hnsw|ivf]`).
+"""Checkpoint -> serving bundle (`python -m recsys export --ckpt PATH --out DIR [--index flat|hnsw|ivf|ivfpq]`).
+
+One command for every model: `export_checkpoint` reads the checkpoint's model kind and hands a
+personality ranker to `recsys.export_personality` (adds the ranker graph for new users) and a
+TIGER/Mender retriever to `recsys.models.generative_export` (adds the generative graphs); both
+build on `write_bundle` below through its `extra_files` and `manifest_sections`.
 
 A bundle is the only thing `serving` reads (its layout is documented in `serving/bundle.py`;
 file names are repeated here because `recsys` never imports `serving`). Export:
@@ -50,7 +55,8 @@ FORMAT_VERSION = 1
 OPSET = 20
 TOLERANCE = 1e-5
 VERIFY_K = 10
-IndexKind = Literal["flat", "hnsw", "ivf"]
+IndexKind = Literal["flat", "hnsw", "ivf", "ivfpq"]
+INDEX_KINDS = ("flat", "hnsw", "ivf", "ivfpq")
 
 
 class ExportVerificationError(UserInputError):
@@ -101,7 +107,7 @@ def _quiet_loggers(*names: str):
             logger.setLevel(level)
 
 
-def _export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
+def export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], path: Path, input_names: list[str],
                  output_name: str, dynamic_shapes: tuple[dict[int, Any], ...]) -> None:
     module.eval()
     # Tables past ~1.5 GB cannot live inside one protobuf; below that one self-contained file is simpler.
@@ -119,11 +125,11 @@ def _export_towers(user_vectors: np.ndarray, item_vectors: np.ndarray, directory
     batch = torch.export.Dim("batch", min=1)
     length = torch.export.Dim("length", min=1)
     n_users, n_items = len(user_vectors), len(item_vectors)
-    _export_onnx(user_tower, (torch.tensor([0, n_users - 1], dtype=torch.int64),), directory / "user_tower.onnx",
+    export_onnx(user_tower, (torch.tensor([0, n_users - 1], dtype=torch.int64),), directory / "user_tower.onnx",
                  ["user_index"], "user_vector", ({0: batch},))
     example_items = torch.tensor([[0, n_items - 1, 0], [1 % n_items, 0, 0]], dtype=torch.int64)
     example_mask = torch.tensor([[1, 1, 1], [1, 0, 0]], dtype=torch.float32)
-    _export_onnx(sequence_tower, (example_items, example_mask), directory / "sequence_tower.onnx",
+    export_onnx(sequence_tower, (example_items, example_mask), directory / "sequence_tower.onnx",
                  ["item_index", "mask"], "query_vector", ({0: batch, 1: length}, {0: batch, 1: length}))
     return user_tower, sequence_tower
 
@@ -165,8 +171,11 @@ class IndexSpec:
 
     flat: exact (`IndexFlatIP`). hnsw: `IndexHNSWFlat` with `hnsw_m` links per node,
     `ef_construction` and `ef_search`. ivf: `IndexIVFFlat` with `nlist` lists (default about
-    4 sqrt(n_items)) of which `nprobe` are visited. An approximate index must reach `min_recall`
-    (recall@10 against exact search on the verification users) or the export fails.
+    4 sqrt(n_items)) of which `nprobe` are visited. ivfpq: `IndexIVFPQ`, the same lists with each
+    vector's residual compressed to `pq_m` codes of `pq_bits` bits (pq_m * pq_bits / 8 bytes per
+    item instead of 4 * dim; `pq_m` must divide the dimension, and training needs at least
+    2**pq_bits items). An approximate index must reach `min_recall` (recall@10 against exact search
+    on the verification users) or the export fails.
     """
 
     kind: IndexKind = "flat"
@@ -175,22 +184,27 @@ class IndexSpec:
     ef_search: int = 128
     nlist: int | None = None
     nprobe: int = 16
+    pq_m: int = 16
+    pq_bits: int = 8
     min_recall: float = 0.9
 
     def __post_init__(self) -> None:
-        if self.kind not in ("flat", "hnsw", "ivf"):
-            raise UserInputError(f"index kind must be flat, hnsw or ivf, got {self.kind!r}")
-        if min(self.hnsw_m, self.ef_construction, self.ef_search, self.nprobe) < 1 or (self.nlist is not None and self.nlist < 1):
-            raise UserInputError("index parameters (hnsw_m, ef_construction, ef_search, nlist, nprobe) must be >= 1")
+        if self.kind not in INDEX_KINDS:
+            raise UserInputError(f"index kind must be one of {', '.join(INDEX_KINDS)}, got {self.kind!r}")
+        if min(self.hnsw_m, self.ef_construction, self.ef_search, self.nprobe, self.pq_m) < 1 or (self.nlist is not None and self.nlist < 1):
+            raise UserInputError("index parameters (hnsw_m, ef_construction, ef_search, nlist, nprobe, pq_m) must be >= 1")
+        if not 1 <= self.pq_bits <= 16:
+            raise UserInputError(f"pq_bits must be in 1..16, got {self.pq_bits}")
         if not 0.0 <= self.min_recall <= 1.0:
             raise UserInputError(f"min_recall must be in [0, 1], got {self.min_recall}")
 
     def params(self, n_items: int) -> dict[str, int]:
         if self.kind == "hnsw":
             return {"m": self.hnsw_m, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
-        if self.kind == "ivf":
+        if self.kind in ("ivf", "ivfpq"):
             nlist = self.nlist or max(1, min(n_items // 39, round(4 * math.sqrt(n_items))))
-            return {"nlist": nlist, "nprobe": min(self.nprobe, nlist)}
+            lists = {"nlist": nlist, "nprobe": min(self.nprobe, nlist)}
+            return lists if self.kind == "ivf" else {**lists, "pq_m": self.pq_m, "pq_bits": self.pq_bits}
         return {}
 
 
@@ -208,12 +222,26 @@ def build_index(item_vectors: np.ndarray, spec: IndexSpec):
         index.hnsw.efSearch = params["ef_search"]
     else:
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, params["nlist"], faiss.METRIC_INNER_PRODUCT)
+        if spec.kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, dim, params["nlist"], faiss.METRIC_INNER_PRODUCT)
+        else:
+            _check_pq(spec, n, dim)
+            index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], spec.pq_m, spec.pq_bits,
+                                     faiss.METRIC_INNER_PRODUCT)
+            index.pq.cp.seed = 1234
         index.cp.seed = 1234  # k-means initialisation: same vectors, same index
         index.train(item_vectors)
         index.nprobe = params["nprobe"]
     index.add(item_vectors)
     return index
+
+
+def _check_pq(spec: IndexSpec, n_items: int, dim: int) -> None:
+    if dim % spec.pq_m:
+        raise UserInputError(f"ivfpq: pq_m {spec.pq_m} must divide the vector dimension {dim}")
+    if n_items < 2 ** spec.pq_bits:
+        raise UserInputError(f"ivfpq: {n_items} items cannot train {2 ** spec.pq_bits} codes per sub-quantizer "
+                             f"(pq_bits {spec.pq_bits}); lower pq_bits to at most {int(math.log2(n_items))}")
 
 
 def _exact_top_k(queries: np.ndarray, item_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -253,7 +281,7 @@ def _verify_index(index, spec: IndexSpec, queries: np.ndarray, item_vectors: np.
 # ---------------------------------------------------------------------------------------------
 # writing the bundle
 # ---------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
@@ -261,7 +289,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
+def save_npy(path: Path, array: np.ndarray) -> None:
     np.save(path, np.ascontiguousarray(array), allow_pickle=False)
 
 
@@ -330,7 +358,8 @@ def write_bundle(out_dir: Path | str, user_vectors, item_vectors, vocab_users: S
                  index_spec: IndexSpec | None = None, *, bundle_version: str | None = None,
                  vocab_digest: str | None = None, model_info: Mapping[str, Any] | None = None,
                  verify_sample: int = 256, tolerance: float = TOLERANCE, overwrite: bool = False,
-                 seed: int = 0) -> Path:
+                 seed: int = 0, extra_files: Mapping[str, Path] | None = None,
+                 manifest_sections: Mapping[str, Any] | None = None) -> Path:
     """Write, verify and atomically publish a bundle at `out_dir`; returns its path.
 
     `user_vectors` (n_users, d) and `item_vectors` (n_items, d) score by dot product.
@@ -338,6 +367,12 @@ def write_bundle(out_dir: Path | str, user_vectors, item_vectors, vocab_users: S
     counts per item (the cold-start fallback); `train_items_by_user`: CSR {"indptr", "indices"}
     (or a scipy CSR matrix) of each user's training items (exclude_seen). Raises
     `ExportVerificationError` (writing nothing) when ONNX or faiss disagree with exact scoring.
+
+    A model with more to serve than the two towers (a ranker graph, generative graphs) passes
+    `extra_files` (bundle file name -> a file it already wrote and verified; copied in before the
+    checksums, so they are listed in the manifest's "files" with their sha256) and
+    `manifest_sections` (merged into the manifest: a new top-level key is added, a mapping under an
+    existing mapping such as "graphs" or "verification" adds its keys; replacing anything is an error).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
@@ -381,15 +416,16 @@ def write_bundle(out_dir: Path | str, user_vectors, item_vectors, vocab_users: S
                                        verify_sample, tolerance, rng)
             bar.update()
             bar.set_postfix_str("tables")
-            _save_npy(work / "item_vectors.npy", items)
-            _save_npy(work / "item_popularity.npy", popularity)
-            _save_npy(work / "seen_indptr.npy", indptr)
-            _save_npy(work / "seen_indices.npy", indices)
+            save_npy(work / "item_vectors.npy", items)
+            save_npy(work / "item_popularity.npy", popularity)
+            save_npy(work / "seen_indptr.npy", indptr)
+            save_npy(work / "seen_indices.npy", indices)
             _write_json(work / "users.json", {"user_id": list(vocab.users)})
             _write_json(work / "items.json", {"item_id": list(vocab.items), "title": titles, "category": categories})
+            _copy_extra_files(work, extra_files or {})
             bar.update()
             bar.set_postfix_str("manifest")
-            files = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sorted(work.iterdir())}
+            files = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(work.iterdir())}
             created = dt.datetime.now(dt.UTC).replace(microsecond=0)
             content = hashlib.sha256("".join(f"{n}:{f['sha256']}" for n, f in files.items()).encode()).hexdigest()
             name = model_name or model_kind
@@ -419,6 +455,7 @@ def write_bundle(out_dir: Path | str, user_vectors, item_vectors, vocab_users: S
                 "versions": _versions(),
                 "files": files,
             }
+            _merge_sections(manifest, manifest_sections or {})
             _write_json(work / "manifest.json", manifest)
             bar.update()
         _publish(work, out_dir, overwrite)
@@ -428,6 +465,41 @@ def write_bundle(out_dir: Path | str, user_vectors, item_vectors, vocab_users: S
     log.info("wrote bundle %s (%s, %d items, %d users, index %s)", out_dir, manifest["bundle_version"],
              vocab.n_items, vocab.n_users, index_spec.kind)
     return out_dir
+
+
+# Top-level manifest fields that describe the bundle itself: no section may replace them.
+_CORE_FIELDS = frozenset({"format", "format_version", "bundle_version", "created_at", "embedding_dim", "n_items",
+                          "n_users", "vocab_digest", "files", "score", "versions"})
+
+
+def _copy_extra_files(work: Path, extra_files: Mapping[str, Path]) -> None:
+    """Copy a model's own files (already verified by its exporter) into the bundle under their bundle names."""
+    for name, source in extra_files.items():
+        source = Path(source)
+        if not name or Path(name).name != name or name.startswith("."):
+            raise UserInputError(f"extra bundle file name {name!r} must be a plain file name")
+        if (work / name).exists() or name == "manifest.json":
+            raise UserInputError(f"extra bundle file {name!r} would replace a file of the bundle itself")
+        if not source.is_file():
+            raise UserInputError(f"extra bundle file {name!r}: {source} is not a file")
+        shutil.copyfile(source, work / name)
+
+
+def _merge_sections(manifest: dict[str, Any], sections: Mapping[str, Any]) -> None:
+    """Add a model's manifest sections; a mapping under an existing mapping adds keys, never replaces one."""
+    for name, value in sections.items():
+        current = manifest.get(name)
+        if name in _CORE_FIELDS:
+            raise UserInputError(f"manifest section {name!r} would replace a field of the bundle itself")
+        if current is None:
+            manifest[name] = value
+        elif isinstance(current, dict) and isinstance(value, Mapping):
+            clash = sorted(set(current) & set(value))
+            if clash:
+                raise UserInputError(f"manifest section {name!r} would replace {clash}")
+            current.update(value)
+        else:
+            raise UserInputError(f"manifest section {name!r} would replace the existing {name!r}")
 
 
 def _publish(work: Path, out_dir: Path, overwrite: bool) -> None:
@@ -447,9 +519,12 @@ def _publish(work: Path, out_dir: Path, overwrite: bool) -> None:
 # ---------------------------------------------------------------------------------------------
 # from a checkpoint
 # ---------------------------------------------------------------------------------------------
-def load_recommender(ckpt_path: Path | str):
-    """The LightningModule of a prefengine checkpoint (its class is named in the checkpoint's block)."""
-    ckpt_path = Path(ckpt_path)
+def checkpoint_block(ckpt_path: Path | str) -> dict[str, Any]:
+    """The checkpoint's "prefengine" block (model kind and class, vocabulary, catalog ...)."""
+    return _read_checkpoint(Path(ckpt_path))[1]
+
+
+def _read_checkpoint(ckpt_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not ckpt_path.is_file():
         raise UserInputError(f"{ckpt_path}: checkpoint not found")
     try:
@@ -460,6 +535,13 @@ def load_recommender(ckpt_path: Path | str):
     block = checkpoint.get("prefengine") if isinstance(checkpoint, dict) else None
     if not isinstance(block, dict) or "model_kind" not in block:
         raise UserInputError(f"{ckpt_path}: not a prefengine checkpoint (it has no 'prefengine' block)")
+    return checkpoint, block
+
+
+def load_recommender(ckpt_path: Path | str):
+    """The LightningModule of a prefengine checkpoint (its class is named in the checkpoint's block)."""
+    ckpt_path = Path(ckpt_path)
+    _, block = _read_checkpoint(ckpt_path)
     class_path = block.get("model_class")
     if not isinstance(class_path, str) or "." not in class_path:
         raise UserInputError(f"{ckpt_path}: the 'prefengine' block does not name the model class")
@@ -490,10 +572,37 @@ def _check_dot_product(model, user_vectors: torch.Tensor, item_vectors: torch.Te
 
 def export_checkpoint(ckpt_path: Path | str, out_dir: Path | str, index_spec: IndexSpec | None = None,
                       model_name: str | None = None, bundle_version: str | None = None,
-                      verify_sample: int = 256, tolerance: float = TOLERANCE, overwrite: bool = False,
-                      seed: int = 0) -> Path:
-    """Export an embedding recommender checkpoint (e.g. ImplicitRecommender) as a serving bundle."""
+                      verify_sample: int | None = None, tolerance: float | None = None, overwrite: bool = False,
+                      seed: int = 0, text_model: str | None = None) -> Path:
+    """Export any prefengine checkpoint as a serving bundle, by its model kind.
+
+    "personality": the embedding bundle of its exact score rows plus the ranker graph for new users
+    (`recsys.export_personality`); "generative-tiger" / "generative-mender": plus the encoder,
+    decoder-step (and text encoder) graphs (`recsys.models.generative_export`; `text_model`
+    overrides the checkpoint's sentence encoder); any other embedding recommender: the two towers.
+    `verify_sample` and `tolerance` default to each exporter's own (None).
+    """
     ckpt_path = Path(ckpt_path)
+    kind = str(checkpoint_block(ckpt_path)["model_kind"])
+    if kind == "personality":
+        from recsys.export_personality import export_personality
+
+        return export_personality(ckpt_path, out_dir, model_name, bundle_version, verify_sample or 256,
+                                  tolerance or TOLERANCE, overwrite, seed, index_spec=index_spec)
+    if kind.startswith("generative-"):
+        from recsys.models.generative_export import GENERATIVE_TOLERANCE, export_generative
+
+        return export_generative(ckpt_path, out_dir, verify_sample or 32, tolerance or GENERATIVE_TOLERANCE,
+                                 overwrite, seed, text_model_name=text_model, model_name=model_name,
+                                 bundle_version=bundle_version, index_spec=index_spec)
+    return _export_embeddings(ckpt_path, out_dir, index_spec, model_name, bundle_version, verify_sample or 256,
+                              tolerance or TOLERANCE, overwrite, seed)
+
+
+def _export_embeddings(ckpt_path: Path, out_dir: Path | str, index_spec: IndexSpec | None, model_name: str | None,
+                       bundle_version: str | None, verify_sample: int, tolerance: float, overwrite: bool,
+                       seed: int) -> Path:
+    """An embedding recommender (score = user . item, e.g. ImplicitRecommender): the two towers."""
     with _quiet_loggers("torch.fx"):  # TorchRec's lookups trip a torch.fx deprecation notice
         model, block = load_recommender(ckpt_path)
     if not (hasattr(model, "user_embeddings") and hasattr(model, "item_embeddings")):
@@ -507,7 +616,7 @@ def export_checkpoint(ckpt_path: Path | str, out_dir: Path | str, index_spec: In
     with _quiet_loggers("torch.fx"):
         dot_error = _check_dot_product(model, user_vectors, item_vectors, verify_sample, tolerance,
                                        np.random.default_rng(seed))
-    model_info = {"checkpoint": ckpt_path.name, "checkpoint_sha256": _sha256(ckpt_path),
+    model_info = {"checkpoint": ckpt_path.name, "checkpoint_sha256": sha256_file(ckpt_path),
                   "class": block.get("model_class"), "score_check_max_abs_error": dot_error}
     return write_bundle(
         out_dir, user_vectors.numpy(), item_vectors.numpy(), block["vocab_users"], block["vocab_items"],
@@ -523,22 +632,32 @@ def export_checkpoint(ckpt_path: Path | str, out_dir: Path | str, index_spec: In
 def _parser() -> argparse.ArgumentParser:
     defaults = IndexSpec()
     parser = argparse.ArgumentParser(prog="python -m recsys export",
-                                     description="Turn a checkpoint into a serving bundle (ONNX towers + faiss index + catalog).")
-    parser.add_argument("--ckpt", required=True, type=Path, help="Lightning checkpoint of an embedding recommender")
+                                     description="Turn a checkpoint into a serving bundle (ONNX towers + faiss index + "
+                                                 "catalog; plus the ranker graph of a personality model, the generative "
+                                                 "graphs of a TIGER/Mender model).")
+    parser.add_argument("--ckpt", required=True, type=Path,
+                        help="prefengine checkpoint: embedding recommender, personality ranker or TIGER/Mender")
     parser.add_argument("--out", required=True, type=Path, help="bundle directory to create")
-    parser.add_argument("--index", choices=("flat", "hnsw", "ivf"), default="flat",
-                        help="faiss index: exact flat (default), HNSW or IVF")
+    parser.add_argument("--index", choices=INDEX_KINDS, default="flat",
+                        help="faiss index: exact flat (default), HNSW, IVF-Flat or IVF-PQ")
     parser.add_argument("--hnsw-m", type=int, default=defaults.hnsw_m, help="HNSW links per node")
     parser.add_argument("--ef-construction", type=int, default=defaults.ef_construction, help="HNSW build breadth")
     parser.add_argument("--ef-search", type=int, default=defaults.ef_search, help="HNSW search breadth")
     parser.add_argument("--nlist", type=int, default=None, help="IVF lists (default about 4 sqrt(n_items))")
     parser.add_argument("--nprobe", type=int, default=defaults.nprobe, help="IVF lists visited per query")
+    parser.add_argument("--pq-m", type=int, default=defaults.pq_m, help="IVF-PQ codes per vector (divides the dimension)")
+    parser.add_argument("--pq-bits", type=int, default=defaults.pq_bits, help="IVF-PQ bits per code")
     parser.add_argument("--min-recall", type=float, default=defaults.min_recall,
                         help="fail when an approximate index's recall@10 vs exact is below this")
     parser.add_argument("--name", default=None, help="model name in the manifest (default: the model kind)")
     parser.add_argument("--version", dest="bundle_version", default=None,
                         help="bundle version (default: <name>-<UTC time>-<content hash>)")
-    parser.add_argument("--verify-sample", type=int, default=256, help="users checked for ONNX and faiss parity")
+    parser.add_argument("--verify-sample", type=int, default=None,
+                        help="users checked for ONNX and faiss parity (default 256; 32 queries for TIGER/Mender)")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="largest |ONNX - torch| accepted (default 1e-5; 1e-4 for TIGER/Mender)")
+    parser.add_argument("--text-encoder", default=None,
+                        help="Mender: sentence encoder to export (default: the one the checkpoint was trained with)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the verification sample")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
     return parser
@@ -549,16 +668,21 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
     spec = IndexSpec(kind=args.index, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
-                     ef_search=args.ef_search, nlist=args.nlist, nprobe=args.nprobe, min_recall=args.min_recall)
+                     ef_search=args.ef_search, nlist=args.nlist, nprobe=args.nprobe, pq_m=args.pq_m,
+                     pq_bits=args.pq_bits, min_recall=args.min_recall)
     out = export_checkpoint(args.ckpt, args.out, spec, model_name=args.name, bundle_version=args.bundle_version,
-                            verify_sample=args.verify_sample, overwrite=args.force, seed=args.seed)
+                            verify_sample=args.verify_sample, tolerance=args.tolerance, overwrite=args.force,
+                            seed=args.seed, text_model=args.text_encoder)
     manifest = json.loads((out / "manifest.json").read_text())
-    print(json.dumps({"bundle": str(out), "bundle_version": manifest["bundle_version"],
-                      "n_items": manifest["n_items"], "n_users": manifest["n_users"],
-                      "index": {k: v for k, v in manifest["index"].items()},
-                      "onnx_max_abs_error": manifest["verification"]["onnx_max_abs_error"]}, indent=2))
+    summary = {"bundle": str(out), "bundle_version": manifest["bundle_version"], "model_kind": manifest["model"]["kind"],
+               "n_items": manifest["n_items"], "n_users": manifest["n_users"],
+               "index": {k: v for k, v in manifest["index"].items()}, "graphs": sorted(manifest["graphs"]),
+               "verification": manifest["verification"]}
+    if "generative" in manifest:
+        summary["generative"] = {k: manifest["generative"][k] for k in ("variant", "level_sizes", "verification")}
+    print(json.dumps(summary, indent=2))
     return 0
 
 
-__all__ = ["ExportVerificationError", "IndexSpec", "SequenceTower", "UserTower", "build_index",
-           "export_checkpoint", "load_recommender", "main", "write_bundle"]
+__all__ = ["ExportVerificationError", "IndexSpec", "SequenceTower", "UserTower", "build_index", "checkpoint_block",
+           "export_checkpoint", "export_onnx", "load_recommender", "main", "save_npy", "sha256_file", "write_bundle"]

@@ -1,13 +1,14 @@
 """Personality ranker checkpoint -> serving bundle, with a ranker graph for users the model never saw.
 
-    python -m recsys.export_personality --ckpt PATH --out DIR [--force]
+    python -m recsys export --ckpt PATH --out DIR [--force]     (dispatches here by the model kind)
 
 The bundle is `recsys.export.write_bundle`'s (E's format, verified there: ONNX user tower and
 exact faiss top-K), built from the ranker's exact scores as an inner product: the user vectors
 are every vocabulary user's score row (warm users with their id, cold users from their profile)
 and the item vectors one-hot, so the service ranks known users exactly as the model does.
 
-Added beside it, listed in the manifest with their sha256 (so `serving.bundle` accepts them):
+Added beside it through `write_bundle(extra_files=..., manifest_sections=...)`, so they are listed in
+the manifest with their sha256 and described under graphs.ranker:
 
 - `ranker.onnx`: the whole ranker as a plain-`nn.EmbeddingBag` twin of the TorchRec tables
   (TorchRec's KeyedJaggedTensor inputs do not export to ONNX):
@@ -27,13 +28,11 @@ of random profiles; otherwise nothing is written.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,15 @@ from torch import nn
 
 from recsys.data.interactions import BIG_FIVE
 from recsys.errors import UserInputError
-from recsys.export import TOLERANCE, ExportVerificationError, IndexSpec, load_recommender, write_bundle
+from recsys.export import (
+    TOLERANCE,
+    ExportVerificationError,
+    IndexSpec,
+    export_onnx,
+    load_recommender,
+    sha256_file,
+    write_bundle,
+)
 from recsys.models.personality import PersonalityRecommender, fm_interaction
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,12 @@ log = logging.getLogger(__name__)
 RANKER_FILE = "ranker.onnx"
 FEATURES_FILE = "profile_features.json"
 INPUTS = ("user_index", "user_known", "demographics", "tastes", "traits", "trait_mask")
+# The manifest's graphs.ranker entry (serving reads the file names and checks the inputs).
+RANKER_GRAPH = {"file": RANKER_FILE, "features": FEATURES_FILE,
+                "inputs": {"user_index": "int64[batch]", "user_known": "float32[batch]",
+                           "demographics": "int64[batch, fields]", "tastes": "int64[batch, length]",
+                           "traits": "float32[batch, 5]", "trait_mask": "float32[batch, 5]"},
+                "outputs": {"scores": "float32[batch, n_items]"}}
 
 
 def _bag(weight: torch.Tensor, mode: str) -> nn.EmbeddingBag:
@@ -149,12 +162,7 @@ def export_ranker(model: PersonalityRecommender, path: Path) -> RankerTwin:
     batch, length = torch.export.Dim("batch", min=1), torch.export.Dim("length", min=1)
     # The number of demographic fields is fixed by the model; batch and taste list length are not.
     shapes = ({0: batch}, {0: batch}, {0: batch}, {0: batch, 1: length}, {0: batch}, {0: batch})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-        torch.onnx.export(twin, tuple(torch.from_numpy(example[name]) for name in INPUTS), str(path), dynamo=True,
-                          input_names=list(INPUTS), output_names=["scores"], dynamic_shapes=shapes,
-                          opset_version=20, external_data=False, verbose=False)
+    export_onnx(twin, tuple(torch.from_numpy(example[name]) for name in INPUTS), path, list(INPUTS), "scores", shapes)
     return twin
 
 
@@ -211,82 +219,36 @@ def profile_features(model: PersonalityRecommender) -> dict:
 
 def export_personality(ckpt_path, out_dir, model_name: str | None = None, bundle_version: str | None = None,
                        verify_sample: int = 256, tolerance: float = TOLERANCE, overwrite: bool = False,
-                       seed: int = 0) -> Path:
+                       seed: int = 0, *, index_spec: IndexSpec | None = None) -> Path:
     """Write and verify the bundle of a personality checkpoint (see the module doc)."""
     ckpt_path, out_dir = Path(ckpt_path), Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise UserInputError(f"{out_dir} already exists; choose a new directory or pass --force")
     model, block = load_recommender(ckpt_path)
     if not isinstance(model, PersonalityRecommender):
-        raise UserInputError(f"{ckpt_path}: a '{block['model_kind']}' checkpoint; use `python -m recsys export`")
+        raise UserInputError(f"{ckpt_path}: a '{block['model_kind']}' checkpoint, not a personality ranker")
     with torch.no_grad():
         user_vectors, item_vectors = model.user_embeddings().numpy(), model.item_embeddings().numpy()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.personality-", dir=out_dir.parent))
+    # The ranker graph is written and verified first, beside the bundle; write_bundle copies it in.
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.ranker-", dir=out_dir.parent))
     try:
-        bundle = write_bundle(
-            work / "bundle", user_vectors, item_vectors, block["vocab_users"], block["vocab_items"], block.get("catalog"),
+        export_ranker(model, work / RANKER_FILE)
+        errors = verify_ranker(model, work / RANKER_FILE, verify_sample, tolerance, seed)
+        (work / FEATURES_FILE).write_text(json.dumps(profile_features(model), ensure_ascii=False))
+        write_bundle(
+            out_dir, user_vectors, item_vectors, block["vocab_users"], block["vocab_items"], block.get("catalog"),
             block.get("item_popularity"), block.get("train_items_by_user"), block.get("metrics"), block["model_kind"],
-            model_name, IndexSpec("flat"), bundle_version=bundle_version, vocab_digest=block.get("vocab_digest"),
-            model_info={"checkpoint": ckpt_path.name, "class": block.get("model_class"),
+            model_name, index_spec or IndexSpec("flat"), bundle_version=bundle_version,
+            vocab_digest=block.get("vocab_digest"),
+            model_info={"checkpoint": ckpt_path.name, "checkpoint_sha256": sha256_file(ckpt_path),
+                        "class": block.get("model_class"),
                         "score": f"{model.hparams.rank_by} (exact score rows, one-hot item vectors)",
                         "cold_start": f"{RANKER_FILE} with user_known = 0 scores a new user from a profile"},
-            verify_sample=verify_sample, tolerance=tolerance, seed=seed)
-        export_ranker(model, bundle / RANKER_FILE)
-        errors = verify_ranker(model, bundle / RANKER_FILE, verify_sample, tolerance, seed)
-        (bundle / FEATURES_FILE).write_text(json.dumps(profile_features(model), ensure_ascii=False))
-        _add_to_manifest(bundle, errors)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        bundle.rename(out_dir)
+            verify_sample=verify_sample, tolerance=tolerance, overwrite=overwrite, seed=seed,
+            extra_files={RANKER_FILE: work / RANKER_FILE, FEATURES_FILE: work / FEATURES_FILE},
+            manifest_sections={"graphs": {"ranker": RANKER_GRAPH}, "verification": {"ranker_max_abs_error": errors}})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("wrote personality bundle %s (ranker parity %s)", out_dir, errors)
     return out_dir
-
-
-def _add_to_manifest(bundle: Path, errors: dict) -> None:
-    from recsys.export import _sha256
-
-    path = bundle / "manifest.json"
-    manifest = json.loads(path.read_text())
-    for name in (RANKER_FILE, FEATURES_FILE):
-        manifest["files"][name] = {"sha256": _sha256(bundle / name), "bytes": (bundle / name).stat().st_size}
-    manifest["graphs"]["ranker"] = {"file": RANKER_FILE, "features": FEATURES_FILE,
-                                    "inputs": {"user_index": "int64[batch]", "user_known": "float32[batch]",
-                                               "demographics": "int64[batch, fields]",
-                                               "tastes": "int64[batch, length]", "traits": "float32[batch, 5]",
-                                               "trait_mask": "float32[batch, 5]"},
-                                    "outputs": {"scores": "float32[batch, n_items]"}}
-    manifest["verification"]["ranker_max_abs_error"] = errors
-    path.write_text(json.dumps(manifest, ensure_ascii=False, separators=(",", ":")))
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recsys.export_personality",
-                                     description="Personality ranker checkpoint -> serving bundle with a ranker graph.")
-    parser.add_argument("--ckpt", required=True, type=Path, help="checkpoint of a PersonalityRecommender")
-    parser.add_argument("--out", required=True, type=Path, help="bundle directory to create")
-    parser.add_argument("--name", default=None, help="model name in the manifest")
-    parser.add_argument("--version", dest="bundle_version", default=None, help="bundle version")
-    parser.add_argument("--verify-sample", type=int, default=256, help="users checked for ONNX parity")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the verification sample")
-    parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out = export_personality(args.ckpt, args.out, args.name, args.bundle_version, args.verify_sample,
-                             overwrite=args.force, seed=args.seed)
-    manifest = json.loads((out / "manifest.json").read_text())
-    print(json.dumps({"bundle": str(out), "bundle_version": manifest["bundle_version"], "n_items": manifest["n_items"],
-                      "n_users": manifest["n_users"], "verification": manifest["verification"]}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    try:
-        raise SystemExit(main(sys.argv[1:]))
-    except UserInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None

@@ -1,6 +1,6 @@
 """The HTTP API (FastAPI app factory).
 
-    POST /v1/recommend       ranked items for a user (or recent items), with filters
+    POST /v1/recommend       ranked items for a user, a profile, recent items and/or stated preferences, with filters
     POST /v1/feedback        append events to the durable event log; answered after commit
     GET  /healthz            the process is up
     GET  /readyz             a bundle is loaded and validated (503 until then)
@@ -35,6 +35,7 @@ from serving.bundle import BundleError
 from serving.feedback import Event, FeedbackError, FeedbackLog
 from serving.metrics import MetricsMiddleware, ServiceMetrics
 from serving.middleware import BodyLimitMiddleware
+from serving.profile import Profile
 from serving.retrieval import Query, QueryError, Retriever
 from serving.schemas import (
     ErrorResponse,
@@ -185,21 +186,35 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
 
     @app.post("/v1/recommend", response_model=RecommendResponse, responses={422: {"model": ErrorResponse}, **ERRORS})
     async def recommend(body: RecommendRequest) -> RecommendResponse:
-        """Top-k items. A known user is ranked by their vector; an unknown user by the mean vector of
-        `recent_items` (fallback "recent_items"), else by training popularity (fallback "popularity")."""
+        """Top-k items. Who the query is, first that applies: a known `user_id`; a `profile` (bundles with a
+        personality ranker graph; fallback "profile"); `recent_items` (fallback "recent_items"); `preferences`
+        alone (Mender bundles; fallback "preferences"); else training popularity (fallback "popularity").
+        `scorer` says what ranked the items: TIGER/Mender bundles generate them by beam search from the
+        history (and, for Mender, the stated `preferences`); a profile goes through the ranker graph; other
+        queries through the embedding towers and faiss. Fields a bundle cannot read are ignored with a
+        `warnings` entry; names a profile uses that the model does not know are a 422."""
         retriever = state.ready()
         filters = body.filters
-        ranking = retriever.recommend(Query(
+        profile = None
+        if body.profile is not None:
+            profile = Profile(traits=body.profile.traits.model_dump(exclude_none=True),
+                              demographics=body.profile.demographics, tastes=body.profile.tastes)
+        query = Query(
             user_id=body.user_id, recent_items=body.recent_items, k=body.k, exclude_seen=body.exclude_seen,
             include_categories=filters.include_categories, exclude_categories=filters.exclude_categories,
-            exclude_items=filters.exclude_items))
+            exclude_items=filters.exclude_items, profile=profile, preferences=body.preferences)
+        if retriever.generative is not None:
+            # Beam search takes milliseconds of ONNX Runtime (which releases the GIL): off the event loop.
+            ranking = await run_in_threadpool(retriever.recommend, query)
+        else:
+            ranking = retriever.recommend(query)
         if ranking.fallback is not None:
             metrics.fallbacks.labels(ranking.fallback).inc()
         data = retriever.data
         items = [RecommendedItem(item_id=data.item_ids[i], score=float(s), title=data.titles[i],
                                  category=data.categories[i]) for i, s in zip(ranking.items.tolist(), ranking.scores)]
         return RecommendResponse(user_id=body.user_id, user_known=ranking.user_known, fallback=ranking.fallback,
-                                 items=items, bundle_version=data.version,
+                                 scorer=ranking.scorer, items=items, bundle_version=data.version,
                                  model=str(data.manifest["model"].get("name", "")), warnings=ranking.warnings)
 
     @app.post("/v1/feedback", response_model=FeedbackResponse, responses={422: {"model": ErrorResponse}, **ERRORS})
@@ -235,15 +250,23 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
 
     @app.get("/v1/models", response_model=ModelsResponse, responses={503: {"model": ErrorResponse}})
     async def models() -> ModelsResponse:
-        data = state.ready().data
+        retriever = state.ready()
+        data = retriever.data
         manifest = data.manifest
+        generative = None
+        if retriever.generative is not None:
+            spec = retriever.generative.spec
+            generative = {key: spec[key] for key in ("variant", "beam_size", "max_history", "max_preferences")}
         return ModelsResponse(models=[ModelInfo(
             name=str(manifest["model"].get("name", "")), kind=str(manifest["model"].get("kind", "")),
             bundle_version=data.version, created_at=manifest["created_at"], n_items=data.n_items,
             n_users=len(data.user_ids), embedding_dim=data.dim,
             index={"kind": manifest["index"].get("kind"), "params": manifest["index"].get("params", {})},
             metrics={str(k): float(v) for k, v in manifest["metrics"].items()
-                     if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)})])
+                     if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)},
+            query_kinds=retriever.query_kinds,
+            profile=retriever.ranker.encoder.describe() if retriever.ranker is not None else None,
+            generative=generative)])
 
     @app.post("/v1/admin/reload", response_model=ReloadResponse,
               responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse},

@@ -14,6 +14,14 @@ A bundle is a directory (format version 1):
     users.json              {"user_id": [...]}  outside user ids by user index
     items.json              {"item_id": [...], "title": [...], "category": [...]} by item index
 
+Optional parts, each listed in the manifest's "files" like the rest:
+
+    graphs.ranker           a personality ranker for users the model never saw: its ONNX graph and
+                            features file (`serving.profile`); enables `profile` in requests
+    generative              section of a TIGER/Mender bundle: encoder and decoder-step graphs, semantic
+                            IDs, users' histories, for Mender a text encoder and tokenizer
+                            (`serving.generative`); Mender enables `preferences` in requests
+
 Nothing in a bundle is a pickle: arrays are .npy read with allow_pickle=False, tables are JSON.
 `recsys.export` writes this layout; the names below are repeated there on purpose, because
 `serving` must not import `recsys` (tests check that an exported bundle loads here).

@@ -1,10 +1,24 @@
-"""Answer a recommendation query from a loaded bundle: ONNX towers for the query vector, faiss for top-K.
+"""Answer a recommendation query from a loaded bundle: who the query is, then which part of the bundle scores it.
 
-Query vector, in order of preference:
-1. a known user: the user tower's vector for that user;
-2. an unknown (or absent) user with recent items: the sequence tower's mean of those items' vectors
-   (flagged `fallback="recent_items"`);
-3. otherwise the most popular items of the training data (flagged `fallback="popularity"`).
+Who the query is, in order of precedence (the first that applies):
+1. a known user (`user_id` in the bundle's vocabulary);
+2. a profile (traits, demographics, tastes), when the bundle has a ranker graph (a personality
+   model): flagged `fallback="profile"`;
+3. recent items: flagged `fallback="recent_items"`;
+4. stated preferences alone, when the bundle's generative model reads them (Mender): flagged
+   `fallback="preferences"`;
+5. nobody: the most popular items of the training data (`fallback="popularity"`).
+
+What scores it (`Ranking.scorer`):
+- "generative": a generative bundle (TIGER/Mender) generates the items by beam search from the
+  user's history (a known user's recent training items, or the recent items) and, for Mender, the
+  encoded preference sentences (`serving.generative`);
+- "ranker": a profile through the personality ranker graph, every item scored (`serving.profile`);
+- "embedding": the user tower's vector of a known user, or the sequence tower's mean vector of the
+  recent items, searched in the faiss index;
+- "popularity": training counts.
+Parts of a query a bundle cannot read (preferences without a Mender model, a profile without a
+ranker) are ignored with a message in `Ranking.warnings`, never an error.
 
 Filters (categories to include or exclude, items to exclude, the user's training items) become
 one allowed-items bitmap handed to faiss as an `IDSelector`, so the index itself ranks only allowed
@@ -26,7 +40,9 @@ import numpy as np
 import onnxruntime as ort
 
 from serving.bundle import BundleData, BundleError, load_bundle_data
+from serving.generative import GenerativeRanker
 from serving.halfscan import CertifiedHalfScan
+from serving.profile import Profile, ProfileError, ProfileRanker
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +60,8 @@ class Query:
     include_categories: Sequence[str] = ()
     exclude_categories: Sequence[str] = ()
     exclude_items: Sequence[str] = ()
+    profile: Profile | None = None
+    preferences: Sequence[str] = ()
 
 
 @dataclass
@@ -51,16 +69,21 @@ class Ranking:
     items: np.ndarray  # item indices, best first
     scores: np.ndarray  # float32, same order
     user_known: bool
-    fallback: str | None  # None, "recent_items" or "popularity"
+    fallback: str | None  # None, "profile", "recent_items", "preferences" or "popularity"
     warnings: list[str] = field(default_factory=list)
+    scorer: str = "embedding"  # "embedding", "ranker", "generative" or "popularity"
 
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
+def _options(threads: int) -> ort.SessionOptions:
     options = ort.SessionOptions()
     # One thread per request: the server gets its parallelism from concurrent requests and workers.
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return options
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), _options(threads), providers=["CPUExecutionProvider"])
 
 
 def _check_io(bundle: Path, name: str, session: ort.InferenceSession, inputs: dict[str, str], output: str) -> None:
@@ -104,6 +127,19 @@ class Retriever:
         # Stable: equally popular items keep catalog order, so the fallback is deterministic.
         self.popularity_order = np.argsort(-data.item_popularity, kind="stable")
         self._smoke_test()
+        graphs = manifest.get("graphs", {})
+        self.ranker = ProfileRanker(data, _options(threads)) if isinstance(graphs, dict) and "ranker" in graphs else None
+        self.generative = GenerativeRanker(data, threads) if "generative" in manifest else None
+
+    @property
+    def query_kinds(self) -> list[str]:
+        """What a request may use to say who it is for, as this bundle reads it."""
+        kinds = ["user_id", "recent_items"]
+        if self.ranker is not None:
+            kinds.append("profile")
+        if self.generative is not None and self.generative.reads_preferences:
+            kinds.append("preferences")
+        return kinds
 
     @classmethod
     def load(cls, bundle_dir: Path | str, verify: bool = True, threads: int = 1) -> Retriever:
@@ -214,8 +250,7 @@ class Retriever:
     def _exact(self, vector: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         candidates = np.arange(self.data.n_items) if allowed is None else np.flatnonzero(allowed)
         scores = np.asarray(self.data.item_vectors[candidates] @ vector, dtype=np.float32)
-        order = np.lexsort((candidates, -scores))[:k]
-        return candidates[order].astype(np.int64), scores[order]
+        return _best(candidates, scores, k)
 
     def _popular(self, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         order = self.popularity_order if allowed is None else self.popularity_order[allowed[self.popularity_order]]
@@ -233,13 +268,66 @@ class Retriever:
                 excluded.append(self.data.seen_indices[self.data.seen_indptr[user]:self.data.seen_indptr[user + 1]])
             excluded.append(recent)
         allowed = self._allowed(query, np.concatenate(excluded))
+        preferences = self._readable_preferences(query.preferences, warnings)
+        profile = query.profile
+        if profile is not None and self.ranker is None:
+            warnings.append("profile ignored: this bundle has no ranker graph (only a personality model reads profiles)")
+            profile = None
         if user >= 0:
+            if profile is not None:
+                warnings.append("profile ignored: user_id is a known user")
+            if self.generative is not None:
+                items, scores = self._generate(self.generative.user_history(user), preferences, query.k, allowed)
+                return Ranking(items, scores, True, None, warnings, "generative")
             items, scores = self.search(self.user_vectors(np.array([user])), query.k, allowed)
             return Ranking(items, scores, True, None, warnings)
         if query.user_id is not None:
             warnings.append(f"unknown user_id {query.user_id!r}")
+        if profile is not None:
+            try:
+                scores = self.ranker.scores(profile, warnings)
+            except ProfileError as error:
+                raise QueryError(str(error)) from None
+            if not np.isfinite(scores).all():
+                raise QueryError("the profile drives the ranker's scores to infinity; send values on the scale "
+                                 "the model was trained on")
+            candidates = np.arange(self.data.n_items) if allowed is None else np.flatnonzero(allowed)
+            items, scores = _best(candidates, scores[candidates], query.k)
+            return Ranking(items, scores, False, "profile", warnings, "ranker")
+        if self.generative is not None and (len(recent) or preferences):
+            items, scores = self._generate(recent, preferences, query.k, allowed)
+            return Ranking(items, scores, False, "recent_items" if len(recent) else "preferences", warnings,
+                           "generative")
         if len(recent):
             items, scores = self.search(self.sequence_vectors(recent), query.k, allowed)
             return Ranking(items, scores, False, "recent_items", warnings)
         items, scores = self._popular(query.k, allowed)
-        return Ranking(items, scores, False, "popularity", warnings)
+        return Ranking(items, scores, False, "popularity", warnings, "popularity")
+
+    def _readable_preferences(self, preferences: Sequence[str], warnings: list[str]) -> list[str]:
+        """The preference sentences this bundle's model reads; the others are named in a warning."""
+        if not preferences:
+            return []
+        if self.generative is None:
+            warnings.append("preferences ignored: this bundle has no generative model that reads them "
+                            "(export a Mender model to serve stated preferences)")
+            return []
+        if not self.generative.reads_preferences:
+            warnings.append(f"preferences ignored: this bundle's generative model is "
+                            f"{self.generative.spec['variant']}, which does not read stated preferences")
+            return []
+        limit = int(self.generative.spec["max_preferences"])
+        if len(preferences) > limit:
+            warnings.append(f"preferences: only the first {limit} are read by this model")
+        return list(preferences)[:limit]
+
+    def _generate(self, history: np.ndarray, preferences: list[str], k: int,
+                  allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        items, scores = self.generative.rank(history, preferences, k, None if allowed is None else ~allowed)
+        return items.astype(np.int64), scores.astype(np.float32)
+
+
+def _best(candidates: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best candidates by score, ties by the lower item index."""
+    order = np.lexsort((candidates, -scores))[:k]
+    return candidates[order].astype(np.int64), np.asarray(scores[order], dtype=np.float32)

@@ -12,6 +12,11 @@ MAX_FILTER_ITEMS = 1000
 MAX_FILTER_CATEGORIES = 100
 MAX_EVENTS = 1000
 MAX_TIMESTAMP = 10**11  # seconds; year 5138, far beyond any real event
+MAX_PREFERENCES = 5  # Mender reads up to five stated preferences (Paischer et al., 2024)
+MAX_PREFERENCE_CHARS = 500
+MAX_DEMOGRAPHICS = 64
+MAX_TASTES = 100
+TRAIT_BOUND = 1e4  # far beyond any questionnaire scale; keeps the ranker's scores finite
 
 Identifier = Annotated[str, Field(min_length=1, max_length=256)]
 CategoryName = Annotated[str, Field(max_length=256)]
@@ -31,25 +36,66 @@ class Filters(Strict):
                                             description="never these item ids")
 
 
+TraitScore = Annotated[float, Field(allow_inf_nan=False, ge=-TRAIT_BOUND, le=TRAIT_BOUND)] | None
+DemographicValue = Annotated[str, Field(max_length=256)] | Annotated[
+    float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)] | None
+
+
+class Traits(Strict):
+    """Big-Five scores on the scale the model was trained on (GET /v1/models shows the trained names);
+    a trait left out is unknown, as the model treats a missing questionnaire answer."""
+
+    openness: TraitScore = None
+    conscientiousness: TraitScore = None
+    extraversion: TraitScore = None
+    agreeableness: TraitScore = None
+    neuroticism: TraitScore = None
+
+
+class ProfileQuery(Strict):
+    """A user the model never saw, described by what the personality ranker reads."""
+
+    traits: Traits = Field(default_factory=Traits)
+    demographics: dict[Annotated[str, Field(min_length=1, max_length=64)], DemographicValue] = Field(
+        default_factory=dict, max_length=MAX_DEMOGRAPHICS,
+        description="demographic field -> raw value (a category, or a number for a binned field); an unknown "
+                    "field is a 422, a value never seen in training carries no signal (warning)")
+    tastes: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=MAX_TASTES,
+        description="stated tastes (the training data's taste tokens); unseen tokens are ignored with a warning")
+
+
+Preference = Annotated[str, Field(min_length=1, max_length=MAX_PREFERENCE_CHARS)]
+
+
 class RecommendRequest(Strict):
     user_id: Identifier | None = Field(None, description="a user of the training data; unknown users fall back")
     recent_items: list[Identifier] = Field(
         default_factory=list, max_length=MAX_RECENT_ITEMS,
-        description="items the caller interacted with lately; the query of an unknown user")
+        description="items the caller interacted with lately, oldest first; the query of an unknown user")
+    profile: ProfileQuery | None = Field(
+        None, description="traits, demographics and tastes of a user the model never saw; read by bundles with a "
+                          "ranker graph (personality models), after a known user_id and before recent_items")
+    preferences: list[Preference] = Field(
+        default_factory=list, max_length=MAX_PREFERENCES,
+        description="stated preferences in natural language ('looks for lightweight gear'); read by Mender "
+                    "bundles together with the history; other bundles ignore them with a warning")
     k: int = Field(10, ge=1, le=MAX_K, description="number of items to return")
     exclude_seen: bool = Field(True, description="leave out the user's training items and the recent items")
     filters: Filters = Field(default_factory=Filters)
 
     @model_validator(mode="after")
-    def _user_or_items(self) -> RecommendRequest:
-        if self.user_id is None and not self.recent_items:
-            raise ValueError("give user_id or recent_items (or both)")
+    def _someone(self) -> RecommendRequest:
+        if self.user_id is None and not self.recent_items and self.profile is None and not self.preferences:
+            raise ValueError("give user_id, recent_items, profile or preferences (or several)")
         return self
 
 
 class RecommendedItem(BaseModel):
     item_id: str
-    score: float = Field(description="inner product of query and item vectors; popularity count in that fallback")
+    score: float = Field(description="by scorer: embedding: inner product of query and item vectors; ranker: the "
+                                     "personality model's click logit or predicted rating; generative: the "
+                                     "log-probability of the item's semantic ID; popularity: training count")
     title: str
     category: str
 
@@ -57,8 +103,13 @@ class RecommendedItem(BaseModel):
 class RecommendResponse(BaseModel):
     user_id: str | None
     user_known: bool
-    fallback: Literal["recent_items", "popularity"] | None = Field(
-        description="null for a known user; 'recent_items' or 'popularity' when the user is unknown")
+    fallback: Literal["profile", "recent_items", "preferences", "popularity"] | None = Field(
+        description="who the query was taken to be: null for a known user; else the first that applies of "
+                    "'profile' (bundle with a ranker graph), 'recent_items', 'preferences' (Mender bundle, no "
+                    "history) and 'popularity' (nothing to go on)")
+    scorer: Literal["embedding", "ranker", "generative", "popularity"] = Field(
+        description="what ranked the items: the embedding towers + faiss, the personality ranker graph, "
+                    "generative beam search over semantic IDs (TIGER/Mender bundles), or training popularity")
     items: list[RecommendedItem]
     bundle_version: str
     model: str
@@ -111,6 +162,13 @@ class ModelInfo(BaseModel):
     embedding_dim: int
     index: dict
     metrics: dict[str, float]
+    query_kinds: list[Literal["user_id", "recent_items", "profile", "preferences"]] = Field(
+        description="what POST /v1/recommend reads with this bundle; other fields are ignored with a warning")
+    profile: dict | None = Field(None, description="with 'profile': the trait names and the scale they were "
+                                                   "trained on (mean, std), the demographic fields (values or "
+                                                   "numeric bins) and the tastes the ranker knows")
+    generative: dict | None = Field(None, description="generative bundles: variant, beam size, history and "
+                                                      "preference limits")
 
 
 class ModelsResponse(BaseModel):

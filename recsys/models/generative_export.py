@@ -1,6 +1,6 @@
 """Generative retriever checkpoint -> serving bundle: encoder and decoder step as ONNX, beam search in numpy.
 
-    python -m recsys.models.generative_export --ckpt DIR/mender/best.ckpt --out artifacts/bundles/mender
+    python -m recsys export --ckpt DIR/mender/best.ckpt --out artifacts/bundles/mender   (dispatches here by model kind)
 
 The bundle is the embedding bundle of `recsys.export.write_bundle` (so every server reads it and
 can answer without preferences: item vectors = the sum of an item's semantic-ID token
@@ -19,7 +19,8 @@ embeddings, user vectors = the mean over the user's training items) plus:
                                   -> sentence_embedding float32[batch, text_dim] (mean pooling, unit length)
     text_tokenizer.json           mender: the sentence encoder's tokenizer (`tokenizers` format)
 
-and a "generative" section in manifest.json (variant, level sizes and offsets, special tokens,
+(all through `write_bundle(extra_files=..., manifest_sections=...)`, so they carry sha256 in the
+manifest) and a "generative" section in manifest.json (variant, level sizes and offsets, special tokens,
 history and preference limits, beam size, the text encoder's tokenizer settings). Decoding:
 history (-1 padded on the left, most recent last) -> encoder; then for each level l the decoder
 step on [BOS, codes so far + offsets], keep logits[offsets[l]: offsets[l] + level_sizes[l]], and
@@ -31,11 +32,10 @@ is written.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -43,15 +43,7 @@ import torch
 from torch import nn
 
 from recsys.errors import UserInputError
-from recsys.export import (
-    ExportVerificationError,
-    _export_onnx,
-    _publish,
-    _save_npy,
-    _sha256,
-    _write_json,
-    write_bundle,
-)
+from recsys.export import ExportVerificationError, IndexSpec, export_onnx, save_npy, sha256_file, write_bundle
 from recsys.models.beam_search import PrefixTrie, beam_search
 from recsys.models.generative import BOS, PAD, GenerativeRetriever
 
@@ -63,6 +55,7 @@ TEXT_GRAPH = "text_encoder.onnx"
 TOKENIZER = "text_tokenizer.json"
 SEMANTIC_IDS = "semantic_ids.npy"
 HISTORY_INDPTR, HISTORY_INDICES = "history_indptr.npy", "history_indices.npy"  # users' recent items, time order
+GENERATIVE_TOLERANCE = 1e-4  # transformer graphs: ONNX Runtime's kernels round differently from torch's
 PROBE_SENTENCES = ("Look for lightweight hiking gear", "Avoid strongly scented candles",
                    "Find quiet headphones for long flights", "No bitter coffee")
 
@@ -123,14 +116,18 @@ class TextEncoderGraph(nn.Module):
 class OnnxGenerativeRetriever:
     """Generation from a bundle's graphs: ONNX Runtime for the networks, numpy for the beam search."""
 
-    def __init__(self, directory: Path | str, threads: int = 1):
+    def __init__(self, directory: Path | str, threads: int = 1, spec: dict | None = None):
+        """`directory`: a bundle (its manifest's "generative" section is the spec) or, with `spec`
+        given, a directory holding just the graphs (the exporter checks them before the bundle exists)."""
         import onnxruntime as ort
 
         self.directory = Path(directory)
-        manifest = json.loads((self.directory / "manifest.json").read_text())
-        if "generative" not in manifest:
-            raise UserInputError(f"{self.directory}: not a generative bundle (no 'generative' section)")
-        self.spec = manifest["generative"]
+        if spec is None:
+            manifest = json.loads((self.directory / "manifest.json").read_text())
+            if "generative" not in manifest:
+                raise UserInputError(f"{self.directory}: not a generative bundle (no 'generative' section)")
+            spec = manifest["generative"]
+        self.spec = spec
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
 
@@ -230,30 +227,30 @@ def _export_graphs(model: GenerativeRetriever, work: Path, text_model) -> None:
         prefs_dim = torch.export.Dim("prefs", min=1)
         prefs = torch.randn(2, 2, model.hparams.text_dim)
         mask = torch.tensor([[True, False], [True, True]])
-        _export_onnx(MenderEncoderGraph(model), (history, prefs, mask), work / ENCODER_GRAPH,
+        export_onnx(MenderEncoderGraph(model), (history, prefs, mask), work / ENCODER_GRAPH,
                      ["history", "prefs", "pref_mask"], "memory",
                      ({0: batch, 1: length}, {0: batch, 1: prefs_dim}, {0: batch, 1: prefs_dim}))
         memory, padding = model.encode(history, prefs, mask)
     else:
-        _export_onnx(TigerEncoderGraph(model), (history,), work / ENCODER_GRAPH, ["history"], "memory",
+        export_onnx(TigerEncoderGraph(model), (history,), work / ENCODER_GRAPH, ["history"], "memory",
                      ({0: batch, 1: length},))
         memory, padding = model.encode(history)
     source = torch.export.Dim("source", min=2)
     steps = torch.export.Dim("steps", min=1, max=model.n_levels)
     tokens = torch.tensor([[BOS, 2], [BOS, 3]], dtype=torch.int64)
-    _export_onnx(DecoderStepGraph(model), (memory, padding, tokens), work / DECODER_GRAPH,
+    export_onnx(DecoderStepGraph(model), (memory, padding, tokens), work / DECODER_GRAPH,
                  ["memory", "padding", "tokens"], "logits", ({0: batch, 1: source}, {0: batch, 1: source},
                                                              {0: batch, 1: steps}))
     if text_model is not None:
         tokenized = text_model.tokenizer(list(PROBE_SENTENCES[:2]), padding=True, return_tensors="pt")
         words = torch.export.Dim("length", min=2, max=text_model.max_seq_length)
-        _export_onnx(TextEncoderGraph(text_model).eval(), (tokenized["input_ids"], tokenized["attention_mask"]),
+        export_onnx(TextEncoderGraph(text_model).eval(), (tokenized["input_ids"], tokenized["attention_mask"]),
                      work / TEXT_GRAPH, ["input_ids", "attention_mask"], "sentence_embedding",
                      ({0: batch, 1: words}, {0: batch, 1: words}))
 
 
 def _rename_outputs(path: Path, names: list[str]) -> None:
-    """`_export_onnx` names one output; the encoder has two (memory, padding)."""
+    """`export_onnx` names one output; the encoder has two (memory, padding)."""
     import onnx
 
     graph = onnx.load(str(path))
@@ -267,10 +264,10 @@ def _rename_outputs(path: Path, names: list[str]) -> None:
     onnx.save(graph, str(path))
 
 
-def _verify(model: GenerativeRetriever, work: Path, block: dict, text_encoder, sample: int, tolerance: float,
-            seed: int) -> dict[str, float]:
+def _verify(model: GenerativeRetriever, work: Path, spec: dict, block: dict, text_encoder, sample: int,
+            tolerance: float, seed: int) -> dict[str, float]:
     rng = np.random.default_rng(seed)
-    runtime = OnnxGenerativeRetriever(work)
+    runtime = OnnxGenerativeRetriever(work, spec=spec)
     errors: dict[str, float] = {}
     history = _verification_queries(model, block, sample, rng)
     prefs = mask = None
@@ -306,8 +303,9 @@ def _verify(model: GenerativeRetriever, work: Path, block: dict, text_encoder, s
 
 
 def export_generative(ckpt_path: Path | str, out_dir: Path | str, verify_sample: int = 32,
-                      tolerance: float = 1e-4, overwrite: bool = False, seed: int = 0,
-                      text_model_name: str | None = None) -> Path:
+                      tolerance: float = GENERATIVE_TOLERANCE, overwrite: bool = False, seed: int = 0,
+                      text_model_name: str | None = None, *, model_name: str | None = None,
+                      bundle_version: str | None = None, index_spec: IndexSpec | None = None) -> Path:
     """Write a verified generative bundle for a `GenerativeRetriever` checkpoint (see the module doc)."""
     ckpt_path, out_dir = Path(ckpt_path), Path(out_dir)
     if not ckpt_path.is_file():
@@ -337,20 +335,17 @@ def export_generative(ckpt_path: Path | str, out_dir: Path | str, verify_sample:
                    for name, value in values.items() if "@" in name}
     users, items = _user_item_vectors(model, block)
 
-    staging = out_dir.parent / f".{out_dir.name}.generative-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # The generative files are written and verified here first; write_bundle copies them in and publishes.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.generative-", dir=out_dir.parent))
     try:
-        write_bundle(staging, users, items, block["vocab_users"], block["vocab_items"], block.get("catalog"),
-                     block.get("item_popularity"), block["train_items_by_user"], metrics, model.model_kind,
-                     model_info={"checkpoint": ckpt_path.name, "checkpoint_sha256": _sha256(ckpt_path)},
-                     seed=seed)
         with torch.no_grad():
             _export_graphs(model, staging, text_model)
         _rename_outputs(staging / ENCODER_GRAPH, ["memory", "padding"])
-        _save_npy(staging / SEMANTIC_IDS, model.item_codes[:-1].numpy().astype(np.int64))
+        save_npy(staging / SEMANTIC_IDS, model.item_codes[:-1].numpy().astype(np.int64))
         recent = block.get("recent_items_by_user") or {"indptr": [0] * (len(block["vocab_users"]) + 1), "indices": []}
-        _save_npy(staging / HISTORY_INDPTR, np.asarray(recent["indptr"], dtype=np.int64))
-        _save_npy(staging / HISTORY_INDICES, np.asarray(recent["indices"], dtype=np.int64))
+        save_npy(staging / HISTORY_INDPTR, np.asarray(recent["indptr"], dtype=np.int64))
+        save_npy(staging / HISTORY_INDICES, np.asarray(recent["indices"], dtype=np.int64))
         spec = {"variant": model.variant, "level_sizes": list(model.level_sizes),
                 "offsets": model.offsets.tolist(), "bos": BOS, "pad": PAD, "vocab_size": model.vocab_size,
                 "max_history": model.hparams.max_history, "max_preferences": model.hparams.max_preferences,
@@ -363,42 +358,16 @@ def export_generative(ckpt_path: Path | str, out_dir: Path | str, verify_sample:
             spec["text_encoder"] = {"graph": TEXT_GRAPH, "tokenizer": TOKENIZER, "name": text_encoder.name,
                                     "max_length": int(text_model.max_seq_length), "pad_token": pad_token,
                                     "pad_id": int(text_model.tokenizer.pad_token_id or 0)}
-        manifest_path = staging / "manifest.json"
-        manifest = json.loads(manifest_path.read_text())
-        manifest["generative"] = spec
-        _write_json(manifest_path, manifest)
-        spec["verification"] = _verify(model, staging, block, text_encoder, verify_sample, tolerance, seed)
-        manifest["generative"] = spec
-        manifest["files"] = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
-                             for p in sorted(staging.iterdir()) if p.name != "manifest.json"}
-        _write_json(manifest_path, manifest)
-        _publish(staging, out_dir, overwrite)
-    except BaseException:
+        spec["verification"] = _verify(model, staging, spec, block, text_encoder, verify_sample, tolerance, seed)
+        write_bundle(out_dir, users, items, block["vocab_users"], block["vocab_items"], block.get("catalog"),
+                     block.get("item_popularity"), block["train_items_by_user"], metrics, model.model_kind,
+                     model_name, index_spec, bundle_version=bundle_version,
+                     model_info={"checkpoint": ckpt_path.name, "checkpoint_sha256": sha256_file(ckpt_path),
+                                 "class": block.get("model_class")},
+                     overwrite=overwrite, seed=seed,
+                     extra_files={p.name: p for p in sorted(staging.iterdir())},
+                     manifest_sections={"generative": spec})
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("wrote generative bundle %s (%s, verification %s)", out_dir, model.model_kind, spec["verification"])
     return out_dir
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recsys.models.generative_export",
-                                     description="Export a TIGER/Mender checkpoint as a serving bundle.")
-    parser.add_argument("--ckpt", required=True, type=Path, help="DIR/<variant>/best.ckpt from `recsys discern`")
-    parser.add_argument("--out", required=True, type=Path, help="bundle directory to create")
-    parser.add_argument("--verify-sample", type=int, default=32, help="queries checked for ONNX/torch parity")
-    parser.add_argument("--tolerance", type=float, default=1e-4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(1)
-    out = export_generative(args.ckpt, args.out, args.verify_sample, args.tolerance, args.force, args.seed)
-    manifest = json.loads((out / "manifest.json").read_text())
-    print(json.dumps({"bundle": str(out), "bundle_version": manifest["bundle_version"],
-                      "generative": {k: manifest["generative"][k] for k in ("variant", "level_sizes", "verification")}},
-                     indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

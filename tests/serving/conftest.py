@@ -1,10 +1,13 @@
-"""Shared fixtures: one small exported bundle per session and real servers started on free ports."""
+"""Shared fixtures: small exported bundles per session (vectors, a personality ranker, a Mender retriever)
+and real servers started on free ports."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import torch
+from model_bundles import MenderBundle, PersonalityBundle, build_mender_bundle, build_personality_bundle
 from serving_helpers import Server, World, export, make_world
 
 
@@ -16,6 +19,26 @@ def world() -> World:
 @pytest.fixture(scope="session")
 def bundle_dir(tmp_path_factory, world) -> Path:
     return export(world, tmp_path_factory.mktemp("bundles") / "flat")
+
+
+def _one_thread(build, root: Path):
+    # Tiny models: threads only contend on a shared CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build(root)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def personality(tmp_path_factory) -> PersonalityBundle:
+    return _one_thread(build_personality_bundle, tmp_path_factory.mktemp("personality"))
+
+
+@pytest.fixture(scope="session")
+def mender(tmp_path_factory) -> MenderBundle:
+    return _one_thread(build_mender_bundle, tmp_path_factory.mktemp("mender"))
 
 
 @pytest.fixture

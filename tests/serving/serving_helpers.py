@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -129,3 +130,44 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
+
+
+# --- in-process apps and checkpoints of real models --------------------------------------------
+@contextlib.contextmanager
+def in_process_client(bundle: Path, feedback_db: Path, token: str | None = None):
+    """FastAPI's TestClient around an app already serving `bundle` (the lifespan runs, as in a server)."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.retrieval import Retriever
+    from serving.settings import Settings
+
+    saved = os.environ.pop("PREFENGINE_ADMIN_TOKEN", None)
+    if token is not None:
+        os.environ["PREFENGINE_ADMIN_TOKEN"] = token
+    try:
+        app = create_app(Settings(bundle=str(bundle), feedback_db=str(feedback_db)), Retriever.load(bundle))
+    finally:
+        os.environ.pop("PREFENGINE_ADMIN_TOKEN", None)
+        if saved is not None:
+            os.environ["PREFENGINE_ADMIN_TOKEN"] = saved
+    with TestClient(app) as client:
+        yield client
+
+
+def post_recommend(client, **body) -> dict:
+    response = client.post("/v1/recommend", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def save_lightning_checkpoint(model, path: Path) -> Path:
+    """A checkpoint as Lightning writes it (hyper-parameters, state, the model's own block), without a Trainer."""
+    import pytorch_lightning as pl
+    import torch
+
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                  "pytorch-lightning_version": pl.__version__}
+    model.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, path)
+    return path

@@ -17,12 +17,22 @@ OPERATIONS = [("POST", "/v1/recommend"), ("POST", "/v1/feedback"), ("POST", "/v1
 CHECKS = [not_a_server_error, response_schema_conformance, negative_data_rejection]
 
 
-@pytest.fixture(scope="module")
-def api_schema(bundle_dir, tmp_path_factory):
-    settings_ = Settings(bundle=str(bundle_dir), feedback_db=str(tmp_path_factory.mktemp("fuzz") / "events.sqlite"))
-    app = create_app(settings_, Retriever.load(bundle_dir))
+def _schema(bundle, tmp_path_factory):
+    settings_ = Settings(bundle=str(bundle), feedback_db=str(tmp_path_factory.mktemp("fuzz") / "events.sqlite"))
+    app = create_app(settings_, Retriever.load(bundle))
     with TestClient(app):  # runs the lifespan, so the feedback log is open as in a real server
         yield schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+@pytest.fixture(scope="module")
+def api_schema(bundle_dir, tmp_path_factory):
+    yield from _schema(bundle_dir, tmp_path_factory)
+
+
+# The same API over the bundles that read profiles (ranker graph) and preferences (Mender).
+@pytest.fixture(scope="module", params=["personality", "mender"])
+def model_api_schema(request, tmp_path_factory):
+    yield from _schema(request.getfixturevalue(request.param).path, tmp_path_factory)
 
 
 def test_the_schema_lists_every_operation(api_schema):
@@ -35,11 +45,7 @@ CASES = [(m, p, GenerationMode.POSITIVE) for m, p in OPERATIONS] + [
     (m, p, GenerationMode.NEGATIVE) for m, p in OPERATIONS if m == "POST"]
 
 
-@pytest.mark.parametrize(("method", "path", "mode"), CASES, ids=lambda v: str(getattr(v, "value", v)))
-def test_no_input_gets_a_server_error(api_schema, method, path, mode):
-    operation = api_schema[path][method]
-    examples = 40 if method == "POST" else 5
-
+def _fuzz(operation, mode, examples: int) -> None:
     # derandomize: the same examples every run, so a pass today is a pass tomorrow.
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
@@ -49,3 +55,13 @@ def test_no_input_gets_a_server_error(api_schema, method, path, mode):
         case.call_and_validate(checks=CHECKS)
 
     fuzz()
+
+
+@pytest.mark.parametrize(("method", "path", "mode"), CASES, ids=lambda v: str(getattr(v, "value", v)))
+def test_no_input_gets_a_server_error(api_schema, method, path, mode):
+    _fuzz(api_schema[path][method], mode, 40 if method == "POST" else 5)
+
+
+# Positive only: a body the schema forbids is refused before any bundle code runs (the cases above).
+def test_no_profile_or_preference_gets_a_server_error(model_api_schema):
+    _fuzz(model_api_schema["/v1/recommend"]["POST"], GenerationMode.POSITIVE, 40)

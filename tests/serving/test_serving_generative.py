@@ -101,3 +101,22 @@ def test_a_bundle_with_a_broken_semantic_id_file_is_refused(tiger_bundle, tmp_pa
     np.save(copy / "semantic_ids.npy", np.zeros((40, 4), dtype=np.int64), allow_pickle=False)
     with pytest.raises(BundleError, match="same semantic ID"):
         GenerativeRanker(load_bundle_data(copy, verify=False))
+
+
+def test_tiger_bundles_answer_by_beam_search_and_ignore_preferences_with_a_warning(tiger_bundle, tmp_path):
+    from serving_helpers import in_process_client, post_recommend
+
+    bundle, model, history = tiger_bundle
+    with in_process_client(bundle, tmp_path / "events.sqlite") as client:
+        plain = post_recommend(client, user_id="u4", k=6)
+        stated = post_recommend(client, user_id="u4", k=6, preferences=["Looking for something lighter"])
+        (info,) = client.get("/v1/models").json()["models"]
+    assert plain["scorer"] == stated["scorer"] == "generative" and plain["warnings"] == []
+    assert any("preferences ignored" in w and "tiger" in w for w in stated["warnings"])
+    assert stated["items"] == plain["items"]
+    padded = np.full((1, 4), -1)
+    recent = history[4][-4:]
+    padded[0, 4 - len(recent):] = recent
+    expected, _ = model.recommend(padded, k=6, beam_size=12, exclude=[history[4]])
+    assert [item["item_id"] for item in plain["items"]] == [f"i{i}" for i in expected[0] if i >= 0]
+    assert info["query_kinds"] == ["user_id", "recent_items"] and info["generative"]["variant"] == "tiger"
