@@ -5,6 +5,8 @@ Any recommender LightningModule (`model.class_path`) trains on an `InteractionDa
 Everything a run writes lands under `--trainer.default_root_dir`: `checkpoints/`, `logs/` (CSV),
 `config.yaml` and `metrics.json` (flat "<split>/<metric>@<k>" keys). `fit` ends by validating
 and testing the best checkpoint; `predict` writes `predictions.csv` (user, rank, item, score).
+`--trainer.strategy ddp --trainer.devices N` runs N processes (`recsys.distributed`); rank 0
+writes the files.
 Errors a user can cause raise `UserInputError` with one line of explanation.
 """
 
@@ -27,6 +29,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger
 
 from recsys.data.datamodule import InteractionDataModule
+from recsys.distributed import TorchRecDDPStrategy, all_gather_rows
 from recsys.errors import UserInputError
 from recsys.models.base import METRIC_KEY
 
@@ -48,6 +51,13 @@ class TopKWriter(BasePredictionWriter):
         users = torch.cat([p["users"] for p in predictions]).numpy()
         items = torch.cat([p["items"] for p in predictions]).numpy()
         scores = torch.cat([p["scores"] for p in predictions]).numpy()
+        if trainer.world_size > 1:
+            # Each rank predicted its share (Lightning's sampler repeats a few users to even the shares).
+            users, items, scores = (np.concatenate(all_gather_rows(a)) for a in (users, items, scores))
+            users, first = np.unique(users, return_index=True)
+            items, scores = items[first], scores[first]
+            if not trainer.is_global_zero:
+                return
         k = items.shape[1]
         frame = pd.DataFrame({"user": np.repeat(vocab.users[users], k), "rank": np.tile(np.arange(1, k + 1), len(users)),
                               "item": vocab.items[items.ravel()], "score": scores.ravel()})
@@ -80,6 +90,9 @@ class RecommenderCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         root = Path(config.get("default_root_dir") or DEFAULT_ROOT)
         config["default_root_dir"] = str(root)
+        if config.get("strategy") == "ddp":
+            # DDP that leaves sharded TorchRec tables to TorchRec; otherwise the same as Lightning's "ddp".
+            config["strategy"] = TorchRecDDPStrategy.strategy_name
         if config.get("logger") in (None, True):
             config["logger"] = CSVLogger(save_dir=str(root), name="logs")
         trainer = super()._instantiate_trainer(config, callbacks)
@@ -107,6 +120,8 @@ class RecommenderCLI(LightningCLI):
 
     def _write_metrics(self, metrics: dict[str, float]) -> Path:
         path = self.root / "metrics.json"
+        if not self.trainer.is_global_zero:  # every rank holds the same metrics; one writes them
+            return path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
         log.info("wrote %s", path)
@@ -127,8 +142,9 @@ class RecommenderCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
         metrics.update(self._metrics())
         self._write_metrics(metrics)
-        store_metrics_in_checkpoint(Path(best), metrics)
-        print(f"best checkpoint: {best}")
+        if self.trainer.is_global_zero:
+            store_metrics_in_checkpoint(Path(best), metrics)
+            print(f"best checkpoint: {best}")
 
     def after_validate(self) -> None:
         self._write_metrics(self._metrics())
@@ -174,10 +190,14 @@ def quiet_lightning_warnings() -> None:
     - dataloader workers: batches are built by vectorized numpy in the main process on purpose;
     - LeafSpec deprecation: raised inside Lightning itself with torch >= 2.9, nothing to act on;
     - no optimizer: the popularity baseline has nothing to optimize;
-    - `args` with a non-empty sys.argv: `main(argv)` always passes its argv explicitly.
+    - `args` with a non-empty sys.argv: `main(argv)` always passes its argv explicitly;
+    - on N processes: evaluation metrics are computed from gathered top-K lists, identical on every
+      rank (no sync_dist needed); the one-item evaluation loader is meant to run once per rank;
+      the training batches are iterable datasets with a length, read without worker processes.
     """
     for message in (".*LightningCLI's args parameter is intended.*",".*does not have many workers.*", ".*LeafSpec.*is deprecated.*",
-                    ".*configure_optimizers` returned `None`.*"):
+                    ".*configure_optimizers` returned `None`.*", ".*when logging on epoch level in distributed setting.*",
+                    ".*Using `DistributedSampler` with the dataloaders.*", ".*`IterableDataset` has `__len__` defined.*"):
         warnings.filterwarnings("ignore", message=message)
 
 

@@ -5,17 +5,21 @@ Data come from one of three places, in this order:
 - `path`: one file or directory in any supported format, filtered and split here;
 - neither: the preference world (ground truth kept, so evaluation also runs on clean labels).
 
-Training batches are triples (user, positive, n sampled negatives). Each batch is one item of a
-map-style dataset, shuffled per epoch from (seed, epoch) and sampled from (seed, epoch, batch),
-so runs repeat exactly and a distributed sampler can hand each rank its own batches. A model
-whose compiled kernel samples by itself (`training_batches == "positives"`) gets all training positives as
-one batch per epoch instead; a model that learns nothing (popularity) gets one empty batch.
+Training batches are triples (user, positive, n sampled negatives), shuffled per epoch from
+(seed, epoch) and sampled from (seed, epoch, batch), so runs repeat exactly. On N processes
+(`--trainer.strategy ddp`) rank r takes its own slice of every global batch and draws its own
+negatives (`recsys.distributed.RankShare`): no two ranks train on the same rows, and
+`batch_size` is per process, as everywhere in Lightning. The batches are an iterable dataset so
+that Lightning does not add a DistributedSampler on top. A model whose compiled kernel samples
+by itself (`training_batches == "positives"`) gets all training positives as one batch per epoch
+instead (on N processes, those of the users u with u mod N == r); a model that learns nothing
+(popularity) gets one empty batch.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,9 +27,10 @@ import numpy as np
 import pytorch_lightning as pl
 import scipy.sparse as sp
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from recsys.data.interactions import InteractionData, Split
+from recsys.distributed import RankShare, trainer_rank_and_world
 from recsys.errors import UserInputError
 from recsys.models.sampling import NegativeSampler
 
@@ -34,18 +39,23 @@ log = logging.getLogger(__name__)
 SplitKind = Literal["random", "loo", "temporal"]
 
 
-class TripleBatches(Dataset):
-    """Batch b of epoch e: positives perm_e[b*B:(b+1)*B] with n negatives each, drawn from (seed, e, b)."""
+class TripleBatches(IterableDataset):
+    """Rank's batch b of epoch e: its slice of global batch b of perm_e, n negatives each from (seed, e, b, rank).
+
+    `share` says which rows of each global batch this rank takes (one process: all of them).
+    Also indexable: `batches[b]` is the rank's batch b of the current epoch.
+    """
 
     def __init__(self, users: np.ndarray, items: np.ndarray, sampler: NegativeSampler, batch_size: int,
-                 negatives: int, seed: int, epoch: Callable[[], int]):
+                 negatives: int, seed: int, epoch: Callable[[], int], share: RankShare | None = None):
         self.users, self.items = users, items
         self.sampler, self.batch_size, self.negatives, self.seed = sampler, batch_size, negatives, seed
         self.epoch = epoch
+        self.share = share or RankShare(len(users), batch_size)
         self._order: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:
-        return -(-len(self.users) // self.batch_size)
+        return len(self.share)
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if self._order is None or self._order[0] != epoch:
@@ -54,11 +64,15 @@ class TripleBatches(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         epoch = self.epoch()
-        rows = self._permutation(epoch)[index * self.batch_size:(index + 1) * self.batch_size]
+        rows = self.share.rows(self._permutation(epoch), index)
         users = self.users[rows]
-        negatives = self.sampler.sample(users, self.negatives, np.random.default_rng([self.seed, epoch, index, 1]))
+        stream = np.random.default_rng([self.seed, epoch, self.share.seed_index(index), 1])
+        negatives = self.sampler.sample(users, self.negatives, stream)
         return {"users": torch.from_numpy(users), "positives": torch.from_numpy(self.items[rows]),
                 "negatives": torch.from_numpy(negatives)}
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return (self[index] for index in range(len(self)))
 
 
 class _Single(Dataset):
@@ -285,14 +299,28 @@ class InteractionDataModule(pl.LightningDataModule):
         """What the model asks for (`module.training_batches`): sampled triples, all positives at once, or nothing."""
         module = self.trainer.lightning_module if self.trainer is not None else None
         wanted = getattr(module, "training_batches", "triples")
+        rank, world = trainer_rank_and_world(self.trainer)
         if wanted == "positives":
-            everything = {"users": torch.from_numpy(self.train_users), "positives": torch.from_numpy(self.train_items)}
+            mine = self.train_users % world == rank  # a user's positives stay on one rank
+            everything = {"users": torch.from_numpy(self.train_users[mine]),
+                          "positives": torch.from_numpy(self.train_items[mine])}
             return DataLoader(_Single(everything), batch_size=None, shuffle=False)
         if wanted == "none":
             return DataLoader(_Single({}), batch_size=None, shuffle=False)
+        share = self.rank_share(len(self.train_users))
         batches = TripleBatches(self.train_users, self.train_items, self.sampler, self.batch_size, self.negatives,
-                                self.sample_seed, self._current_epoch)
+                                self.sample_seed, self._current_epoch, share)
         return DataLoader(batches, batch_size=None, shuffle=False)
+
+    def rank_share(self, n_rows: int) -> RankShare:
+        """This process's share of `n_rows` training rows per epoch (all of them on one process)."""
+        rank, world = trainer_rank_and_world(self.trainer)
+        share = RankShare(n_rows, self.batch_size, rank, world)
+        if world > 1 and rank == 0:
+            log.info("%d processes: each trains on its own %d-row slice of every global batch of %d rows "
+                     "(%d of %d rows per epoch wait for the next epoch's shuffle)", world, self.batch_size,
+                     self.batch_size * world, share.dropped_per_epoch, n_rows)
+        return share
 
     def _evaluation_loader(self) -> DataLoader:
         # The evaluator batches users itself; one step runs it over the whole split.

@@ -26,6 +26,7 @@ the same training split. Evaluation truth gains "<split>_warm" and "<split>_cold
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -33,10 +34,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from recsys.data.datamodule import InteractionDataModule
 from recsys.data.interactions import InteractionData, Split
+from recsys.distributed import RankShare
 from recsys.errors import UserInputError
 from recsys.models.sampling import NegativeSampler
 
@@ -46,24 +48,32 @@ WorldExamples = Literal["clicks", "ratings"]
 GROUPS = ("warm", "cold")
 
 
-class ExampleBatches(Dataset):
-    """Batch b of epoch e: rows perm_e[b*B:(b+1)*B] of epoch e's examples, perm_e drawn from (seed, e).
+class ExampleBatches(IterableDataset):
+    """Batch b of epoch e: rows perm_e[b*B:(b+1)*B] of epoch e's examples, perm_e drawn from (seed, e)
+    (on N processes, rank r's slice of global batch b; see `recsys.distributed.RankShare`).
 
     Epoch e's examples are the training rows plus `negatives` sampled unseen items (click 0, no
     rating) per training click, drawn from (seed, e): the impression log alone never shows the
-    model the items nobody was shown, which full ranking over the catalog must push down.
+    model the items nobody was shown, which full ranking over the catalog must push down. On N
+    processes every rank draws the epoch's examples alike (one vectorized draw per epoch), so the
+    ranks' slices partition the same epoch.
     """
 
     def __init__(self, examples: dict[str, np.ndarray], sampler: NegativeSampler, negatives: int, batch_size: int,
-                 seed: int, epoch):
+                 seed: int, epoch, share_of: Callable[[int], RankShare] | None = None):
         self.examples, self.sampler, self.negatives = examples, sampler, negatives
         self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
         self.clicks = np.flatnonzero(examples["click"] > 0)
         self.n = len(examples["users"]) + negatives * len(self.clicks)
+        # On N processes rank r takes its slice of every global batch (`recsys.distributed.RankShare`).
+        self.share = share_of(self.n) if share_of is not None else RankShare(self.n, batch_size)
         self._cache: tuple[int, dict[str, np.ndarray], np.ndarray] | None = None
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        return len(self.share)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return (self[index] for index in range(len(self)))
 
     def _epoch_examples(self, epoch: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         if self._cache is None or self._cache[0] != epoch:
@@ -82,7 +92,7 @@ class ExampleBatches(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         examples, order = self._epoch_examples(self.epoch())
-        rows = order[index * self.batch_size:(index + 1) * self.batch_size]
+        rows = self.share.rows(order, index)
         return {name: torch.from_numpy(values[rows]) for name, values in examples.items()}
 
 
@@ -257,7 +267,8 @@ class PersonalityDataModule(InteractionDataModule):
                              shape=(train.n_users, train.n_items))
         sampler = NegativeSampler(seen, self.sampler_kind, self.popularity_exponent)
         return DataLoader(ExampleBatches(examples, sampler, self.sampled_negatives, self.batch_size,
-                                         self.sample_seed, self._current_epoch), batch_size=None, shuffle=False)
+                                         self.sample_seed, self._current_epoch, self.rank_share),
+                          batch_size=None, shuffle=False)
 
     def checkpoint_metadata(self) -> dict[str, Any]:
         meta = super().checkpoint_metadata()

@@ -6,18 +6,29 @@ stage and log its flat metrics ("valid/ndcg@20", "test/recall@10", "clean/ndcg@2
 ModelCheckpoint and EarlyStopping can monitor them. Checkpoints carry `checkpoint["prefengine"]`
 (vocabulary, catalog, popularity, training items, metrics) for export and serving; loading a
 checkpoint written by another kind of model fails with one clear message.
+
+On N processes (`--trainer.strategy ddp`) each user is ranked on one process and the top-K lists
+are gathered (`recsys.distributed.evaluate_across_ranks`), so every process logs the metrics a
+single process would. Models with TorchRec tables may shard them (`shard_tables`); their
+checkpoints still hold plain full tensors under the unsharded names.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
+from recsys import distributed
 from recsys.errors import UserInputError
+
+log = logging.getLogger(__name__)
 
 METRIC_KEY = re.compile(r"^[A-Za-z_]+/[A-Za-z_]+(@\d+)?$")
 
@@ -70,16 +81,25 @@ class RecommenderModule(pl.LightningModule):
         was_training = self.training
         self.eval()
         try:
-            result = evaluate(self.scorer, truth=truth, exclude=exclude, ks=self.eval_ks)
+            with self.scoring_session():
+                if distributed.rank_and_world()[1] > 1:
+                    result = distributed.evaluate_across_ranks(self.scorer, truth, exclude, self.eval_ks)
+                else:
+                    result = evaluate(self.scorer, truth=truth, exclude=exclude, ks=self.eval_ks)
         finally:
             self.train(was_training)
         self.last_evaluation = result
         return result
 
+    @contextlib.contextmanager
+    def scoring_session(self) -> Iterator[None]:
+        """Held while the evaluator scores batches of users: a model may cache what every batch needs."""
+        yield
+
     def _evaluate_and_log(self, stage: str) -> None:
         result = self.evaluate_stage(stage)
         metrics = {key: float(value) for key, value in result.metrics.items() if np.isfinite(value)}
-        # Every rank evaluates the same users (the evaluator batches internally), so no reduction is needed.
+        # On N processes every rank computed the metrics from the same gathered lists: nothing to reduce.
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=False, sync_dist=False,
                       batch_size=1)
 
@@ -88,6 +108,22 @@ class RecommenderModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate_and_log("test")
+
+    # sharded tables --------------------------------------------------------------------------
+    def shard_tables(self, collections: list[torch.nn.Module], sharding: str,
+                     assign: Callable[[list[torch.nn.Module]], None]) -> bool:
+        """Wrap `collections` in DistributedModelParallel (`recsys.distributed.shard_collections`) and hand
+        the wrappers to `assign`, which puts them where the tables were. Nothing happens (False) when
+        `sharding` is "none" or the run has a single process. Call from setup(), on every rank."""
+        if sharding == "none":
+            return False
+        if distributed.rank_and_world()[1] == 1:
+            log.warning("model.sharding %r on a single process: the tables stay whole", sharding)
+            return False
+        assign(distributed.shard_collections(collections, sharding))
+        # The shards differ per rank: DDP (set up after setup()) must neither broadcast nor all-reduce them.
+        distributed.ignore_in_ddp(self)
+        return True
 
     # prediction: top-K unseen items per user --------------------------------------------------------
     @torch.no_grad()
@@ -111,6 +147,13 @@ class RecommenderModule(pl.LightningModule):
         block.update(model_kind=self.model_kind, model_class=f"{type(self).__module__}.{type(self).__qualname__}",
                      metrics={**block.get("metrics", {}), **metrics})
         checkpoint["prefengine"] = block
+        if distributed.is_sharded(self):
+            # Plain full tables under the unsharded names (Lightning calls this hook on every rank,
+            # which the gathering needs), so a single process loads, tests and exports the checkpoint.
+            checkpoint["state_dict"] = distributed.plain_state_dict(self)
+            # Each rank's optimizer state covers only its own shards; a sharded fit restarts from the weights.
+            checkpoint.pop("optimizer_states", None)
+            block["sharded_training"] = True
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         where = ""
@@ -127,11 +170,18 @@ class RecommenderModule(pl.LightningModule):
             raise UserInputError(f"{where}the checkpoint was trained on other users/items than the configured "
                                  "data (id-vocabulary digests differ)")
         stored = checkpoint.get("state_dict", {})
-        for name, tensor in self.state_dict().items():
+        for name, shape in distributed.plain_state_shapes(self).items():
             if name not in stored:
                 raise UserInputError(f"{where}the checkpoint lacks '{name}' that the configured model has")
-            if tuple(stored[name].shape) != tuple(tensor.shape):
+            if tuple(stored[name].shape) != shape:
                 raise UserInputError(f"{where}'{name}' has shape {tuple(stored[name].shape)} in the checkpoint "
-                                     f"but {tuple(tensor.shape)} in the configured model (different data "
+                                     f"but {shape} in the configured model (different data "
                                      "or embedding size?)")
+        if distributed.is_sharded(self):
+            if self._trainer is not None and self.trainer.training and "optimizer_states" not in checkpoint:
+                raise UserInputError(f"{where}resuming a fit with sharded tables is not supported (the checkpoint "
+                                     "keeps the weights, not each rank's optimizer state); start a new fit, or "
+                                     "test/predict/export the checkpoint")
+            distributed.load_plain_tables(self, stored)
+            self.strict_loading = False  # the shards were filled above; every other key was checked
         self.prefengine_meta = block

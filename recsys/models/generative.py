@@ -198,12 +198,13 @@ class GenerativeRetriever(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self.loss(batch)
-        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(batch["target"]))
+        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(batch["target"]),
+                 sync_dist=True)  # on N processes: the mean over every rank's batches
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self.log("valid/loss", self.loss(batch), prog_bar=True, on_step=False, on_epoch=True,
-                 batch_size=len(batch["target"]))
+                 batch_size=len(batch["target"]), sync_dist=True)
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -25,13 +25,16 @@ one kernel epoch per training step. Both minimise the same per-triple objective.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recsys.distributed import Sharding, check_sharding, merge_row_updates, trainer_rank_and_world
 from recsys.errors import UserInputError
 from recsys.models.base import RecommenderModule
 from recsys.models.mf import MatrixFactorization
@@ -84,6 +87,13 @@ class ImplicitRecommender(RecommenderModule):
         eval_ks, predict_k: cut-offs of the evaluator and of `predict`.
         monitor: the validation metric to select by (higher is better); the plateau schedule and the
             CLI's default checkpoint watch it. Default: valid/ndcg@20 (or @max(eval_ks)).
+        sharding: "none" | "table_wise" | "column_wise" | "row_wise": split the TorchRec tables across
+            the processes of a multi-process run (`recsys.distributed`; engine "autograd" only;
+            row_wise needs GPUs/nccl).
+
+    On N processes the autograd engine trains on each rank's own batches and DDP averages the
+    gradients; the compiled engine runs its kernel on the positives of the rank's users and then
+    merges the ranks' table updates (`recsys.distributed.merge_row_updates`).
     """
 
     def __init__(self, n_users: int, n_items: int, objective: Objective = "bpr", embedding_dim: int = 64,
@@ -91,8 +101,13 @@ class ImplicitRecommender(RecommenderModule):
                  flip_l2: float = 0.0, optimizer: OptimizerName = "adam", lr: float = 1e-3,
                  flip_lr: float | None = None, lr_scheduler: Schedule = "none", lr_gamma: float = 0.5,
                  engine: Engine = "autograd", num_threads: int | None = None,
-                 eval_ks: list[int] = (10, 20), predict_k: int = 20, monitor: str | None = None):
+                 eval_ks: list[int] = (10, 20), predict_k: int = 20, monitor: str | None = None,
+                 sharding: Sharding = "none"):
         super().__init__(eval_ks=eval_ks, predict_k=predict_k, monitor=monitor)
+        check_sharding(sharding)
+        if engine == "compiled" and sharding != "none":
+            raise UserInputError("model.sharding needs model.engine 'autograd': the compiled kernel writes whole "
+                                 "tables in place, which sharded tables are not")
         if objective not in OBJECTIVES:
             raise UserInputError(f"model.objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
         if engine not in ("autograd", "compiled"):
@@ -121,6 +136,20 @@ class ImplicitRecommender(RecommenderModule):
         # The compiled kernel steps the tables itself; Lightning must not call backward/step.
         self.automatic_optimization = engine == "autograd"
         self._kernel = None
+        self._item_rows: torch.Tensor | None = None  # the item table, held during a sharded evaluation
+
+    def _factorizations(self) -> list[MatrixFactorization]:
+        return [m for m in (self.preference, self.flip) if m is not None]
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if not self.preference.sharded:
+            def assign(wrapped: list[torch.nn.Module]) -> None:
+                for index, factorization in enumerate(self._factorizations()):
+                    factorization.use_collections(*wrapped[2 * index:2 * index + 2])
+
+            collections = [c for m in self._factorizations() for c in m.collections()]
+            self.shard_tables(collections, self.hparams.sharding, assign)
 
     @property
     def training_batches(self) -> str:
@@ -130,13 +159,29 @@ class ImplicitRecommender(RecommenderModule):
     # ranking -----------------------------------------------------------------------------
     @torch.no_grad()
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
-        return self.preference.score_all(users.to(self.preference.user_weight.device))
+        return self.preference.score_all(users.to(self.device), item_rows=self._item_rows)
+
+    @contextlib.contextmanager
+    def scoring_session(self) -> Iterator[None]:
+        """Sharded tables: look the item table up once (all ranks together), not once per user batch."""
+        if not self.preference.sharded:
+            yield
+            return
+        with torch.no_grad():
+            self._item_rows = self.preference.all_items()
+        try:
+            yield
+        finally:
+            self._item_rows = None
 
     def user_embeddings(self) -> torch.Tensor:
-        return self.preference.user_weight.detach()
+        """(n_users, d); with sharded tables a lookup every process must make together."""
+        with torch.no_grad():
+            return self.preference.all_users().detach()
 
     def item_embeddings(self) -> torch.Tensor:
-        return self.preference.item_weight.detach()
+        with torch.no_grad():
+            return self.preference.all_items().detach()
 
     @torch.no_grad()
     def flip_probability(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -176,7 +221,8 @@ class ImplicitRecommender(RecommenderModule):
             return self._compiled_step(batch)
         out = self.loss(batch["users"], batch["positives"], batch["negatives"])
         size = len(batch["users"])
-        self.log("train/loss", out["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        self.log("train/loss", out["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=size,
+                 sync_dist=True)
         if "rho_pos" in out:
             self.log_dict({"train/rho_pos": out["rho_pos"], "train/rho_neg": out["rho_neg"]},
                           on_step=False, on_epoch=True, batch_size=size)
@@ -200,14 +246,19 @@ class ImplicitRecommender(RecommenderModule):
         flip = {}
         if self.flip is not None:
             flip = {"flip_user_w": self.flip.user_weight, "flip_item_w": self.flip.item_weight}
-        seed = (datamodule.sample_seed * 1_000_003 + self.current_epoch) % 2**62
+        rank, world = trainer_rank_and_world(self.trainer)
+        seed = (datamodule.sample_seed * 1_000_003 + self.current_epoch + rank * 7_919_000_003) % 2**62
+        tables = [self.preference.user_weight, self.preference.item_weight, *flip.values()]
+        start = [t.detach().clone() for t in tables] if world > 1 else []
         loss = self._kernel.epoch(self.preference.user_weight, self.preference.item_weight, seed=seed, lr=lr, **flip)
+        for table, before in zip(tables, start):  # each rank trained on its own users' positives
+            merge_row_updates(table, before)
         # No parameter has a gradient, so this changes nothing; it advances Lightning's global step,
         # which checkpointing and logging count on under manual optimization.
         optimizer.step()
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=1)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=1, sync_dist=True)
         self.log("train/samples", float(self._kernel.samples_per_epoch), on_step=False, on_epoch=True,
-                 batch_size=1, reduce_fx="sum")
+                 batch_size=1, reduce_fx="sum", sync_dist=True)  # summed over the ranks too
 
     def on_train_epoch_end(self) -> None:
         if self.engine != "compiled" or self.hparams.lr_scheduler in ("none", "plateau"):

@@ -2,8 +2,10 @@
 
 User and item tables are TorchRec `EmbeddingBagCollection`s fed with `KeyedJaggedTensor`s of
 single ids (every bag holds one id, so SUM pooling returns the row itself). Keeping them TorchRec
-modules lets `DistributedModelParallel` shard them later; their weights are still ordinary CPU
-tensors, so a compiled kernel may update them in place through `weight.detach().numpy()`.
+modules lets `DistributedModelParallel` shard them (`recsys.distributed.shard_collections`, then
+`use_collections`); unsharded, their weights are ordinary CPU tensors, so a compiled kernel may
+update them in place through `weight.detach().numpy()`. Sharded, every read goes through the
+lookups (`embed_users`, `embed_items`, `all_items`), which all processes make together.
 """
 
 from __future__ import annotations
@@ -73,15 +75,34 @@ class MatrixFactorization(nn.Module):
             self.user_weight[:, 0] = scale
             self.item_weight[:, 0] = math.copysign(scale, logit_offset)
 
+    # sharding -------------------------------------------------------------------------------
+    @property
+    def sharded(self) -> bool:
+        """Whether the tables are split across processes (`DistributedModelParallel`)."""
+        return not isinstance(self.users, EmbeddingBagCollection)
+
+    def collections(self) -> list[nn.Module]:
+        return [self.users, self.items]
+
+    def use_collections(self, users: nn.Module, items: nn.Module) -> None:
+        """Swap in (sharded) modules that answer the same lookups as the tables they replace."""
+        self.users, self.items = users, items
+
     # the raw tables ------------------------------------------------------------------------
     @property
     def user_weight(self) -> torch.Tensor:
         """The (n_users, dim) parameter inside the TorchRec table (shares memory with it)."""
-        return self.users.embedding_bags[self.user_feature].weight
+        return self._weight(self.users, self.user_feature)
 
     @property
     def item_weight(self) -> torch.Tensor:
-        return self.items.embedding_bags[self.item_feature].weight
+        return self._weight(self.items, self.item_feature)
+
+    def _weight(self, collection: nn.Module, feature: str) -> torch.Tensor:
+        if self.sharded:
+            raise RuntimeError(f"the '{feature}' table is sharded across processes: read it through lookups "
+                               "(embed_users / embed_items), which every process must call together")
+        return collection.embedding_bags[feature].weight
 
     # lookups through TorchRec ---------------------------------------------------------------
     def embed_users(self, users: torch.Tensor) -> torch.Tensor:
@@ -101,6 +122,22 @@ class MatrixFactorization(nn.Module):
             return (u * v).sum(-1)
         return torch.einsum("bd,bnd->bn", u, v)
 
-    def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        """Scores of the given users against every item: (len(users), n_items)."""
-        return self.embed_users(users) @ self.item_weight.T
+    def all_items(self) -> torch.Tensor:
+        """The (n_items, dim) item table: read directly, or looked up when sharded (collective)."""
+        if self.sharded:
+            return self.embed_items(torch.arange(self.n_items))
+        return self.item_weight
+
+    def all_users(self) -> torch.Tensor:
+        if self.sharded:
+            return self.embed_users(torch.arange(self.n_users))
+        return self.user_weight
+
+    def score_all(self, users: torch.Tensor, item_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of the given users against every item: (len(users), n_items).
+
+        `item_rows`: the item table when the caller already holds it (sharded tables are looked up
+        once per evaluation, not once per batch of users).
+        """
+        items = self.all_items() if item_rows is None else item_rows
+        return self.embed_users(users) @ items.T

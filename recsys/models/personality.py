@@ -38,7 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
 
+from recsys import distributed
 from recsys.data.interactions import BIG_FIVE
+from recsys.distributed import Sharding, check_sharding
 from recsys.errors import UserInputError
 from recsys.models.base import RecommenderModule
 from recsys.models.personality_features import FeatureSpace
@@ -200,6 +202,9 @@ class PersonalityRecommender(RecommenderModule):
         l2: L2 on the field embeddings an example touches; weight_decay: Adam decay of the MLP.
         lr: Adam learning rate; init_std: N(0, init_std^2) initialization of the tables.
         eval_ks, predict_k: cut-offs of the evaluator and of `predict`.
+        sharding: "none" | "table_wise" | "column_wise" | "row_wise": split the TorchRec field tables
+            across the processes of a multi-process run (`recsys.distributed`; row_wise needs nccl);
+            the MLP and heads stay replicated under DDP.
     """
 
     model_kind = "personality"
@@ -210,8 +215,10 @@ class PersonalityRecommender(RecommenderModule):
                  use_tastes: bool = True, demographic_fields: list[str] | None = None, max_categories: int = 8,
                  user_dropout: float = 0.25, click_weight: float = 1.0, rating_weight: float = 1.0,
                  rank_by: RankBy = "click", lr: float = 3e-3, l2: float = 1e-5, weight_decay: float = 0.0,
-                 init_std: float = 0.05, eval_ks: list[int] = (10, 20), predict_k: int = 20):
+                 init_std: float = 0.05, eval_ks: list[int] = (10, 20), predict_k: int = 20,
+                 sharding: Sharding = "none"):
         super().__init__(eval_ks=eval_ks, predict_k=predict_k)
+        check_sharding(sharding)
         if rank_by not in ("click", "rating"):
             raise UserInputError(f"model.rank_by must be 'click' or 'rating', got {rank_by!r}")
         if embedding_dim < 1 or max_categories < 2:
@@ -247,6 +254,11 @@ class PersonalityRecommender(RecommenderModule):
             self.build(space, warm_users=np.bincount(train.user, minlength=train.n_users) > 0,
                        warm_items=np.bincount(train.item, minlength=train.n_items) > 0)
             self._start_at_base_rates(train)
+        if not distributed.is_sharded(self.net):
+            def assign(wrapped: list[nn.Module]) -> None:
+                self.net.user_tables, self.net.item_tables = wrapped
+
+            self.shard_tables([self.net.user_tables, self.net.item_tables], self.hparams.sharding, assign)
 
     @torch.no_grad()
     def _start_at_base_rates(self, train) -> None:
@@ -368,7 +380,8 @@ class PersonalityRecommender(RecommenderModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         terms = self.loss(batch)
         size = len(batch["users"])
-        self.log("train/loss", terms["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        self.log("train/loss", terms["loss"], prog_bar=True, on_step=True, on_epoch=True, batch_size=size,
+                 sync_dist=True)
         for name in ("click_loss", "rating_loss"):
             if name in terms:
                 self.log(f"train/{name}", terms[name], on_step=False, on_epoch=True, batch_size=size)
