@@ -130,37 +130,34 @@ def merge_row_updates(weight: torch.Tensor, start: torch.Tensor) -> None:
 
 
 # --- evaluation ------------------------------------------------------------------------------------
-def evaluate_across_ranks(scorer: Callable[[np.ndarray], Any], truth, exclude, ks, batch_size: int | None = None):
-    """`recsys.evaluation.evaluate` (full ranking) with each user ranked on one rank only.
+def rank_share_and_gather(scorer: Callable[[np.ndarray], Any], users: np.ndarray, k: int, candidates, n_items: int,
+                          batch_size: int, progress: bool = False) -> list[np.ndarray]:
+    """`rank_users` with each user ranked on one process only, the top-K lists all-gathered.
 
-    Every rank prepares the same splits, ranks its equal share of the users (the last share is
-    padded with a repeated user, so every rank calls the scorer equally often: sharded lookups
-    are collective), and the top-K lists are all-gathered; each rank then computes the metrics
-    from the same lists, so they equal a single process's exactly and need no broadcast.
+    `users` is the same sorted array on every process; each ranks its contiguous share (the last
+    share padded with a repeated user, so every process calls the scorer equally often: sharded
+    lookups are collective), and the shares are concatenated in rank order on every process.
     """
-    from recsys.evaluation import evaluator as E
-    from recsys.evaluation.ranking import Candidates, batch_size_for, rank_users
+    from recsys.evaluation.ranking import rank_users
 
     rank, world = rank_and_world()
-    ks = E._check_ks(ks)
-    splits = E._prepare(truth, exclude)
-    n_items = next(iter(truth.values())).n_items
-    batch_size = int(batch_size or batch_size_for(n_items))
-    all_users = np.unique(np.concatenate([s.users for s in splits]))
-    groups = list(dict.fromkeys(s.exclusion for s in splits))
-    candidates = [next(Candidates(s.hidden) for s in splits if s.exclusion == g) for g in groups]
-    slot_of = [groups.index(s.exclusion) for s in splits]
-    per_rank = -(-len(all_users) // world)
-    mine = all_users[rank * per_rank:(rank + 1) * per_rank]
+    per_rank = -(-len(users) // world)
+    mine = users[rank * per_rank:(rank + 1) * per_rank]
     real = len(mine)
-    if real < per_rank:  # pad with a repeated user so every rank scores as many batches
-        mine = np.concatenate([mine, np.full(per_rank - real, all_users[-1], dtype=all_users.dtype)])
-    ranked = rank_users(scorer, mine, ks[-1], candidates, n_items, batch_size)
-    tops = [np.concatenate(all_gather_rows(top[:real])) for top in ranked]
-    per_split = [tops[slot][np.searchsorted(all_users, s.users)] for s, slot in zip(splits, slot_of)]
-    exclusions = {s: len(d) for s, d in E._exclusions(exclude, list(truth)).items()}
-    protocol = E._protocol("full", ks, exclusions, processes=world)
-    return E._result(splits, per_split, ks, E._popularity(None, exclude, n_items), True, protocol)
+    if real < per_rank:
+        mine = np.concatenate([mine, np.full(per_rank - real, users[-1], dtype=users.dtype)])
+    ranked = rank_users(scorer, mine, k, candidates, n_items, batch_size, progress and rank == 0)
+    return [np.concatenate(all_gather_rows(top[:real])) for top in ranked]
+
+
+def evaluate_across_ranks(scorer: Callable[[np.ndarray], Any], truth, exclude, ks):
+    """`recsys.evaluation.evaluate` (full ranking) split over the processes; every process gets the
+    metrics from the same gathered lists, so they equal a single process's exactly."""
+    from recsys.evaluation import evaluate
+
+    result = evaluate(scorer, truth, exclude, ks, rank=rank_share_and_gather)
+    result.protocol["processes"] = rank_and_world()[1]
+    return result
 
 
 # --- sharding ----------------------------------------------------------------------------------------

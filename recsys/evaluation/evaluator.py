@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,7 +222,7 @@ def _protocol(ranking: str, ks, exclusions: Mapping[str, int], **extra) -> dict[
 def evaluate(scorer: Scorer, truth: Mapping[str, InteractionData], exclude: Exclude = None,
              ks: Sequence[int] | int = (10, 20), batch_size: int | None = None, popularity=None,
              sampled_negatives: int | None = None, seed: int = 0, progress: bool = False,
-             memory_budget_mb: float = 256.0) -> EvaluationResult:
+             memory_budget_mb: float = 256.0, rank: Callable[..., list[np.ndarray]] = rank_users) -> EvaluationResult:
     """Full-ranking evaluation of `scorer` on every split of `truth`.
 
     scorer:  callable(users: int64 array) -> (len(users), n_items) scores, higher is better.
@@ -237,6 +237,8 @@ def evaluate(scorer: Scorer, truth: Mapping[str, InteractionData], exclude: Excl
     sampled_negatives: when set, rank each user's relevant items among this many sampled
              negatives instead of all items (seeded by `seed`); keys become "<split>_sampled<n>/..."
              and `protocol["ranking"]` says "sampled". Beyond-accuracy metrics are not computed then.
+    rank:    how the users' top-K lists are made, with `rank_users`'s signature; on several processes
+             `recsys.distributed.rank_share_and_gather` ranks this process's share and gathers the rest.
     """
     ks = _check_ks(ks)
     label = "" if sampled_negatives is None else f"_sampled{int(sampled_negatives)}"
@@ -257,7 +259,7 @@ def evaluate(scorer: Scorer, truth: Mapping[str, InteractionData], exclude: Excl
         candidates = [Candidates(s.hidden, sample_candidates(s.users, s.relevant, s.hidden, int(sampled_negatives),
                                                              seed)) for s in splits]
         slot_of = list(range(len(splits)))
-    tops = rank_users(scorer, all_users, ks[-1], candidates, n_items, batch_size, progress)
+    tops = rank(scorer, all_users, ks[-1], candidates, n_items, batch_size, progress)
     per_split = [tops[slot][np.searchsorted(all_users, s.users)] for s, slot in zip(splits, slot_of)]
     exclusions = {s: len(d) for s, d in _exclusions(exclude, list(truth)).items()}
     protocol = (_protocol("full", ks, exclusions) if sampled_negatives is None else
