@@ -114,6 +114,7 @@ class TrainOptions:
     patience: int = 3  # epochs without a lower validation loss before stopping
     reuse_checkpoints: bool = True  # reload DIR/<variant>/best.ckpt when its settings match
     progress: bool = True
+    devices: int = 1  # training processes; > 1 trains with DDP (gloo), each process on its share of the batches
 
 
 @dataclass
@@ -145,6 +146,8 @@ class DiscernConfig:
                                  f"got {self.eval.ks}")
         if self.threads < 1 or self.train.max_epochs < 1 or self.train.batch_size < 1:
             raise UserInputError("threads, train.max_epochs and train.batch_size must be >= 1")
+        if self.train.devices < 1:
+            raise UserInputError(f"train.devices must be >= 1, got {self.train.devices}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,14 +283,21 @@ def train_variant(variant: str, data: DiscernData, split, ids: SemanticIds, item
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=directory, filename="best", monitor="valid/loss", mode="min",
                                               enable_version_counter=False)
     stopping = pl.callbacks.EarlyStopping(monitor="valid/loss", mode="min", patience=config.train.patience)
-    trainer = pl.Trainer(max_epochs=config.train.max_epochs, accelerator="cpu", devices=1,
+    # Spawned, not re-launched: only the fit runs on several processes, the pipeline around it runs once.
+    parallel = {"devices": config.train.devices, "strategy": "ddp_spawn"} if config.train.devices > 1 else {"devices": 1}
+    if config.train.devices > 1:
+        # Tensors reach the spawned processes as files: the default (fd passing) fails on some of
+        # the model's storages with "unable to resize file".
+        torch.multiprocessing.set_sharing_strategy("file_system")
+    trainer = pl.Trainer(max_epochs=config.train.max_epochs, accelerator="cpu", **parallel,
                          logger=pl.loggers.CSVLogger(str(out), name=variant, version=""),
                          callbacks=[checkpoint, stopping], enable_progress_bar=config.train.progress,
                          enable_model_summary=False, deterministic=True, num_sanity_val_steps=0)
     started = time.perf_counter()
     trainer.fit(model, train_loader, valid_loader)
-    log.info("%s: trained %d epochs in %.0f s; best valid/loss %.4f", variant, trainer.current_epoch,
-             time.perf_counter() - started, float(checkpoint.best_model_score))
+    best_loss = checkpoint.best_model_score  # not carried back from spawned processes
+    log.info("%s: trained in %.0f s; best valid/loss %s", variant, time.perf_counter() - started,
+             "(in the checkpoint)" if best_loss is None else f"{float(best_loss):.4f}")
     return GenerativeRetriever.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu", weights_only=False)
 
 

@@ -170,8 +170,22 @@ def test_sequences_without_ids_or_text_get_ids_from_the_interactions(tmp_path):
     assert len(json.loads((out / "semantic_ids.json").read_text())) == 25
 
 
+def test_two_training_processes_write_a_checkpoint_one_process_loads(tmp_path):
+    from recsys.models.generative import GenerativeRetriever
+
+    sequences = {str(u): [str((u + j) % 25) for j in range(6)] for u in range(50)}
+    (tmp_path / "seq.json").write_text(json.dumps(sequences))
+    out = tmp_path / "ddp"
+    assert main(["--out", str(out), *TINY, "--data.sequences", str(tmp_path / "seq.json"),
+                 "--model.variants", "[tiger]", "--train.devices", "2"]) == 0
+    model = GenerativeRetriever.load_from_checkpoint(out / "tiger" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert model.variant == "tiger"
+    assert 0 <= json.loads((out / "metrics.json").read_text())["tiger"]["recommendation"]["recall@10"] <= 1
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--model.variants", "[bert]"], "tiger and/or mender"),
+    (["--train.devices", "0"], "train.devices must be >= 1"),
     (["--eval.ks", "[5, 50]", "--eval.beam_size", "20"], "at most eval.beam_size"),
     (["--model.no_such_option", "3"], "discern:"),
 ])
