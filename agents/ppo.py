@@ -17,12 +17,13 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import gymnasium as gym
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from torch.utils.data import DataLoader, IterableDataset
 
 from agents.networks import ActorCritic, as_tensor
@@ -84,17 +85,41 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 # --- environments and rollouts -----------------------------------------------------------------------
-def make_vector_env(env_id: str, env_kwargs: dict | None, num_envs: int) -> SyncVectorEnv:
-    """`num_envs` copies of a registered env that reset themselves in the step that ends an episode."""
-    import agents.envs  # noqa: F401  (registers prefengine/*)
+VECTOR_ENVS = ("sync", "async")
+START_METHODS = ("spawn", "forkserver", "fork")
 
+
+def check_vector_env(vector_env: str, start_method: str) -> None:
+    if vector_env not in VECTOR_ENVS:
+        raise UserInputError(f"vector_env must be one of {list(VECTOR_ENVS)}, got {vector_env!r}")
+    if start_method not in START_METHODS:
+        raise UserInputError(f"vector_env_start_method must be one of {list(START_METHODS)}, got {start_method!r}")
+
+
+def make_vector_env(env_id: str, env_kwargs: dict | None, num_envs: int, vector_env: str = "sync",
+                    start_method: str = "spawn") -> VectorEnv:
+    """`num_envs` copies of a registered env that reset themselves in the step that ends an episode.
+
+    `vector_env="sync"` steps them one after the other in this process; "async" runs each in its own
+    worker process (`gymnasium.vector.AsyncVectorEnv`, started with `start_method`). Both give the same
+    transitions for the same reset seed. "spawn" is the default because forking a process that already
+    runs torch's thread pools can deadlock; the workers import only `agents.envs` (no torch). Close the
+    result (`.close()`) to end the workers.
+    """
+    from agents.envs import make_env  # registers prefengine/*
+
+    check_vector_env(vector_env, start_method)
     try:
         gym.spec(env_id)
     except gym.error.Error as error:
         raise UserInputError(f"unknown environment '{env_id}': {error}") from None
-    kwargs = dict(env_kwargs or {})
-    return SyncVectorEnv([lambda: gym.make(env_id, disable_env_checker=True, **kwargs) for _ in range(num_envs)],
-                         autoreset_mode=AutoresetMode.SAME_STEP)
+    factories = [partial(make_env, env_id, dict(env_kwargs or {})) for _ in range(num_envs)]
+    if vector_env == "async":
+        if not env_id.startswith("prefengine/"):
+            log.warning("async vector env: '%s' must be registered on import of its module in the worker "
+                        "processes too (prefengine/* are)", env_id)
+        return AsyncVectorEnv(factories, context=start_method, autoreset_mode=AutoresetMode.SAME_STEP)
+    return SyncVectorEnv(factories, autoreset_mode=AutoresetMode.SAME_STEP)
 
 
 def step_info(infos: dict, key: str, ended: np.ndarray, default: float = 0.0) -> np.ndarray:
@@ -160,7 +185,7 @@ class EpisodeTracker:
         return finished
 
 
-def collect_rollout(envs: SyncVectorEnv, act: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+def collect_rollout(envs: VectorEnv, act: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
                     obs: np.ndarray, num_steps: int, tracker: EpisodeTracker) -> tuple[Rollout, np.ndarray]:
     """Run `num_steps` vector steps; `act(obs) -> (actions, logprobs)`. Returns the rollout and the next obs."""
     columns: dict[str, list] = {k: [] for k in ("obs", "next_obs", "actions", "logprobs", "task_rewards",
@@ -200,6 +225,14 @@ class _Minibatches(IterableDataset):
         return self.module.hparams.update_epochs * self.module.hparams.num_minibatches
 
 
+class _CloseEnvsOnException(pl.Callback):
+    """Lightning skips the module's own end hooks when fitting fails: close the env workers anyway."""
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(pl_module, PPO):
+            pl_module.close_envs()
+
+
 # --- the LightningModule ------------------------------------------------------------------------------
 class PPO(pl.LightningModule):
     model_kind = "ppo"
@@ -230,6 +263,8 @@ class PPO(pl.LightningModule):
         init_from: str | None = None,
         seed: int = 0,
         torch_threads: int | None = 1,
+        vector_env: str = "sync",
+        vector_env_start_method: str = "spawn",
     ):
         """
         Args:
@@ -254,6 +289,10 @@ class PPO(pl.LightningModule):
             seed: seeds network init, env resets, action sampling and minibatch order.
             torch_threads: torch intra-op threads while fitting (None leaves torch's setting). Small MLPs
                 run fastest on one: more threads only contend, badly so on a shared machine.
+            vector_env: "sync" steps the rollout envs in this process; "async" runs each in a worker
+                process (gymnasium's AsyncVectorEnv). Same seed, same rollouts; async pays off only when
+                an env step costs more than the inter-process round trip and there are free cores.
+            vector_env_start_method: how async workers start: "spawn" (safe default), "forkserver", "fork".
         """
         super().__init__()
         self.save_hyperparameters()
@@ -265,7 +304,8 @@ class PPO(pl.LightningModule):
                                  f"(num_envs x num_steps = {self.batch_size})")
         if self.batch_size % num_minibatches:
             raise UserInputError(f"num_minibatches={num_minibatches} must divide num_envs x num_steps = {self.batch_size}")
-        probe = make_vector_env(env_id, env_kwargs, 1)
+        check_vector_env(vector_env, vector_env_start_method)
+        probe = make_vector_env(env_id, env_kwargs, 1)  # in-process: only the spaces are needed
         self.observation_space, self.action_space = probe.single_observation_space, probe.single_action_space
         probe.close()
         with torch.random.fork_rng():
@@ -275,7 +315,7 @@ class PPO(pl.LightningModule):
             except ValueError as error:
                 raise UserInputError(f"{env_id}: {error}") from None
         self.timesteps_done = 0
-        self._envs: SyncVectorEnv | None = None
+        self._envs: VectorEnv | None = None
         self._batch: dict[str, torch.Tensor] = {}
         self._stats: dict[str, list[float]] = {}
         self.last_episodes: list[dict] = []
@@ -323,14 +363,25 @@ class PPO(pl.LightningModule):
         seed = self.hparams.seed
         self._generator = torch.Generator().manual_seed(seed)
         self._rng = np.random.default_rng(seed)
-        self._envs = make_vector_env(self.hparams.env_id, self.hparams.env_kwargs, self.hparams.num_envs)
+        self._envs = make_vector_env(self.hparams.env_id, self.hparams.env_kwargs, self.hparams.num_envs,
+                                     self.hparams.vector_env, self.hparams.vector_env_start_method)
         self._obs, _ = self._envs.reset(seed=seed)
         self._tracker = EpisodeTracker(self.hparams.num_envs)
 
     def on_fit_end(self) -> None:
+        self.close_envs()
+
+    def teardown(self, stage: str) -> None:
+        self.close_envs()
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [_CloseEnvsOnException()]
+
+    def close_envs(self) -> None:
+        """End the rollout envs (and with async envs their worker processes); safe to call twice."""
         if self._envs is not None:
-            self._envs.close()
-            self._envs = None
+            envs, self._envs = self._envs, None
+            envs.close()
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.agent.parameters(), lr=self.hparams.learning_rate, eps=1e-5)

@@ -29,32 +29,35 @@ ID_COLUMNS = ("env", "episode", "user")  # which sub-env, its episode count, the
 
 
 def run_episodes(env_id: str, env_kwargs: dict | None, policy: Policy, episodes: int, seed: int,
-                 num_envs: int = 8, progress: bool = False) -> list[dict]:
+                 num_envs: int = 8, progress: bool = False, vector_env: str = "sync") -> list[dict]:
     """`episodes` finished episodes of `policy` (a callable `(obs batch, infos) -> actions`).
 
     Each sub-env runs a fixed quota of episodes, so short episodes are not over-counted (taking the
-    first N to finish would favour them). The same seed gives the same episodes.
+    first N to finish would favour them). The same seed gives the same episodes, with the envs in this
+    process or in worker processes (`vector_env="async"`).
     """
     if episodes < 1:
         raise UserInputError(f"--episodes must be >= 1, got {episodes}")
     num_envs = max(1, min(num_envs, episodes))
     quota = np.full(num_envs, episodes // num_envs) + (np.arange(num_envs) < episodes % num_envs)
-    envs = make_vector_env(env_id, env_kwargs, num_envs)
+    envs = make_vector_env(env_id, env_kwargs, num_envs, vector_env)
     tracker = EpisodeTracker(num_envs)
     done_per_env = np.zeros(num_envs, dtype=np.int64)
     records: list[dict] = []
-    obs, infos = envs.reset(seed=seed)
-    with tqdm(total=episodes, desc=f"simulate {env_id}", disable=not progress, leave=False) as bar:
-        while (done_per_env < quota).any():
-            obs, rewards, terminated, truncated, infos = envs.step(policy(obs, infos))
-            ended = terminated | truncated
-            finished = tracker.update(rewards, step_info(infos, "human_goal_reward", ended), ended, infos)
-            for env_index, record in zip(np.flatnonzero(ended), finished):
-                if done_per_env[env_index] < quota[env_index]:
-                    records.append({"env": int(env_index), "episode": int(done_per_env[env_index]), **record})
-                    bar.update(1)
-                done_per_env[env_index] += 1
-    envs.close()
+    try:
+        obs, infos = envs.reset(seed=seed)
+        with tqdm(total=episodes, desc=f"simulate {env_id}", disable=not progress, leave=False) as bar:
+            while (done_per_env < quota).any():
+                obs, rewards, terminated, truncated, infos = envs.step(policy(obs, infos))
+                ended = terminated | truncated
+                finished = tracker.update(rewards, step_info(infos, "human_goal_reward", ended), ended, infos)
+                for env_index, record in zip(np.flatnonzero(ended), finished):
+                    if done_per_env[env_index] < quota[env_index]:
+                        records.append({"env": int(env_index), "episode": int(done_per_env[env_index]), **record})
+                        bar.update(1)
+                    done_per_env[env_index] += 1
+    finally:
+        envs.close()  # ends async workers also when the policy fails
     return sorted(records, key=lambda r: (r["episode"], r["env"]))
 
 
@@ -142,6 +145,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--vector-env", choices=("sync", "async"), default="sync",
+                        help="run the envs in this process (sync) or one worker process each (async)")
     parser.add_argument("--deterministic", action="store_true", help="take the most likely action instead of sampling")
     parser.add_argument("--out", required=True, help="output directory")
     return parser.parse_args(argv)
@@ -154,7 +159,8 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(1)  # one small policy network: more threads only contend
     policy, env_id, env_kwargs = load_policy(args.policy, args.env, parse_json_object(args.env_kwargs, "--env-kwargs"),
                                              args.deterministic, args.seed)
-    records = run_episodes(env_id, env_kwargs, policy, args.episodes, args.seed, args.num_envs, progress=True)
+    records = run_episodes(env_id, env_kwargs, policy, args.episodes, args.seed, args.num_envs, progress=True,
+                           vector_env=args.vector_env)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(records)

@@ -11,3 +11,13 @@ gymnasium.register(
 )
 gymnasium.register("prefengine/Collab-v0", entry_point="agents.envs.collab:CollabEnv")
 gymnasium.register("prefengine/RecSim-v0", entry_point="agents.envs.recsim:RecSimEnv")
+
+
+def make_env(env_id: str, env_kwargs: dict) -> gymnasium.Env:
+    """One env, for vector-env factories (`functools.partial(make_env, ...)`).
+
+    It lives here so that an `AsyncVectorEnv` worker that unpickles the factory imports this module,
+    and with it the registrations above, even in a fresh (spawned) interpreter; importing it pulls in
+    no torch.
+    """
+    return gymnasium.make(env_id, disable_env_checker=True, **env_kwargs)

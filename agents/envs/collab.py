@@ -2,20 +2,37 @@
 
 The team's task is to collect every item on a square grid before the deadline; the env reward
 is that team task reward (+1 per item, whoever collects it, and `completion_bonus` when the last
-one is collected in time). The scripted human partner has its
-own goal: it wants to collect items of its goal kinds *itself* (the kinds are configurable), and
-each item it collects pays `info["human_goal_reward"] = 1`.
+one is collected in time). The scripted human partner has its own goal: it wants to get items of
+its goal kinds *itself* (the kinds are configurable), by collecting them or by being handed them,
+and each such item pays `info["human_goal_reward"] = 1`.
 
 The agent is faster than the noisy human, so an agent trained on the task reward alone races the
 human to the nearest items and *dominates*: the team finishes sooner, the human achieves little.
-The agent can also *help*: leave the human the item it is heading for, and clear the blockers that
-stand in the human's way (blockers stop the human only; the agent removes one by stepping on it).
+The agent can also *help*: leave the human the item it is heading for, clear the blockers that
+stand in the human's way (blockers stop the human only; the agent removes one by stepping on it),
+and *hand items over*.
+
+Actions: 0 stay, 1-4 move up/down/left/right (stepping onto an item collects it for the team, as the
+agent's own), 5 pick up. Hand-over:
+- `pick up` lifts the item of the first observation slot (the nearest item, ties to the lower item
+  index) if it lies on a neighbouring cell and the agent's hands are empty; otherwise the agent just
+  stays. A carried item is off the board but not yet collected; the human treats it as lying on the
+  agent's cell (it walks up to the agent to take it when it is its nearest goal).
+- The agent carries one item at a time and hands it over automatically whenever the two players stand
+  on the same or neighbouring cells after either one's move. A handed item counts exactly as if the
+  human had collected it itself: +1 team task reward, and `human_goal_reward = 1` if it is of a
+  human goal kind. (Automatic, because a hand action would only add a step the agent must learn to
+  take at the one moment it is useful; carrying has no other use.) An item still carried at the
+  deadline is not collected, so the task fails.
 
 Observation (float32 in [-1, 1], positions relative to the agent so a small MLP learns fast): the
-agent's own cell; the human's offset; per item slot (nearest first) [present, of a human goal kind, the human's
-current target, row offset, column offset, the human's path distance to it]; per blocker slot (nearest
-first) [present, row offset, column offset]; the fraction of time left. The deadline is part of the task
-(and observed), so reaching it `terminated` the episode.
+agent's own cell; the human's offset; [carrying an item, of a human goal kind, the human's target]; per
+item slot (nearest first, items on the board only) [present, of a human goal kind, the human's current
+target, row offset, column offset, the human's path distance to it]; per blocker slot (nearest first)
+[present, row offset, column offset]; the fraction of time left. The deadline is part of the task (and
+observed), so reaching it `terminated` the episode. The episode's last info holds `task_success`,
+`items_by_agent`, `items_by_human` (collected by the human from the board), `items_handed` and
+`blockers_cleared`.
 """
 
 from __future__ import annotations
@@ -29,8 +46,11 @@ from gymnasium import spaces
 
 from recsys.errors import UserInputError
 
-# stay, up, down, left, right as (row, col) steps
+# stay, up, down, left, right as (row, col) steps; the action after the moves picks up an item
 MOVES = np.array([(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)], dtype=np.int64)
+PICK_UP = len(MOVES)
+AGENT_FEATURES = ("row", "col", "human_row_offset", "human_col_offset", "carrying", "carrying_goal_kind",
+                  "carrying_human_target")
 ITEM_FEATURES = ("present", "goal_kind", "human_target", "row_offset", "col_offset", "human_distance")
 BLOCKER_FEATURES = ("present", "row_offset", "col_offset")
 
@@ -82,9 +102,9 @@ class CollabEnv(gym.Env):
         self.time_limit, self.human_noise, self.human_idle = time_limit, human_noise, human_idle
         self.completion_bonus = completion_bonus
         self.render_mode = render_mode
-        obs_dim = 4 + len(ITEM_FEATURES) * n_items + len(BLOCKER_FEATURES) * n_blockers + 1
+        obs_dim = len(AGENT_FEATURES) + len(ITEM_FEATURES) * n_items + len(BLOCKER_FEATURES) * n_blockers + 1
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(obs_dim,), dtype=np.float32)
-        self.action_space = spaces.Discrete(len(MOVES))
+        self.action_space = spaces.Discrete(len(MOVES) + 1)
         self._neighbours = [self._cell_neighbours(c) for c in range(size * size)]
 
     # --- gymnasium API ------------------------------------------------------------------------------
@@ -100,15 +120,16 @@ class CollabEnv(gym.Env):
         self.item_cells = np.asarray(cells[2:2 + self.n_items], dtype=np.int64)
         self.item_kinds = np.asarray(kinds, dtype=np.int64)
         self.item_is_goal = np.isin(self.item_kinds, self.human_goal_kinds)
-        self.item_left = np.ones(self.n_items, dtype=bool)
+        self.item_left = np.ones(self.n_items, dtype=bool)  # still on the board
         # Plain Python containers: the human's path search runs every step and numpy scalars are slow there.
         self.item_at = {int(c): i for i, c in enumerate(self.item_cells)}
         self.blocker_cells = np.asarray(cells[2 + self.n_items:2 + self.n_items + self.n_blockers], dtype=np.int64)
         self.blocked = bytearray(self.size * self.size)
         for cell in self.blocker_cells:
             self.blocked[int(cell)] = 1
+        self.carried: int | None = None  # the index of the item in the agent's hands
         self.t = 0
-        self.by_agent = self.by_human = self.human_goal_total = self.blockers_cleared = 0
+        self.by_agent = self.by_human = self.handed = self.human_goal_total = self.blockers_cleared = 0
         self._plan_human()
         return self._observation(), {"human_goal_reward": 0.0}
 
@@ -119,33 +140,46 @@ class CollabEnv(gym.Env):
         self.t += 1
         task_reward, human_goal_reward = 0.0, 0.0
         # The agent moves first, so when both reach an item on the same step the agent takes it.
-        self.agent = self._moved(self.agent, action)
-        if self.blocked[self.agent]:
-            self.blocked[self.agent] = 0
-            self.blockers_cleared += 1
-            self._plan_human()  # a cleared blocker may open a shorter path
-        if self._collect(self.agent) is not None:
-            task_reward += 1.0
-            self.by_agent += 1
-            self._plan_human()  # the human's target may be gone
+        if action == PICK_UP:
+            replan = self._pick_up()  # the human's target may be gone
+        else:
+            moved_to = self._moved(self.agent, action)
+            replan = self.carried is not None and moved_to != self.agent  # the carried item moves along
+            self.agent = moved_to
+            if self.blocked[self.agent]:
+                self.blocked[self.agent] = 0
+                self.blockers_cleared += 1
+                replan = True  # a cleared blocker may open a shorter path
+            if self._collect(self.agent) is not None:
+                task_reward += 1.0
+                self.by_agent += 1
+                replan = True  # the human's target may be gone
+        received = [self._hand_over()]
+        if replan or received[0] is not None:
+            self._plan_human()
         moved_to = self._human_move()
         if moved_to != self.human:
             self.human = moved_to
             kind = self._collect(self.human)
             if kind is not None:
-                task_reward += 1.0
                 self.by_human += 1
-                if kind in self.human_goal_kinds:
-                    human_goal_reward = 1.0
-                    self.human_goal_total += 1
+                received.append(kind)
+            received.append(self._hand_over())
             self._plan_human()
-        completed = not self.item_left.any()
+        for kind in received:
+            if kind is not None:  # the human got an item, from the board or from the agent's hands
+                task_reward += 1.0
+                if kind in self.human_goal_kinds:
+                    human_goal_reward += 1.0
+                    self.human_goal_total += 1
+        completed = not self.item_left.any() and self.carried is None
         if completed:
             task_reward += self.completion_bonus
         done = completed or self.t >= self.time_limit
         info = {"human_goal_reward": human_goal_reward}
         if done:
-            info.update(task_success=float(not self.item_left.any()), items_by_agent=float(self.by_agent), items_by_human=float(self.by_human),
+            info.update(task_success=float(completed), items_by_agent=float(self.by_agent),
+                        items_by_human=float(self.by_human), items_handed=float(self.handed),
                         blockers_cleared=float(self.blockers_cleared))
         return self._observation(), task_reward, done, False, info
 
@@ -188,24 +222,26 @@ class CollabEnv(gym.Env):
         return self._next_cell
 
     def _plan_human(self) -> None:
-        """Pick the human's target and its first step: the nearest reachable item of its goal kinds,
-        else the nearest reachable item (ties to the lower item index); stay if nothing is reachable."""
+        """Pick the human's target and its first step: the nearest reachable item of its goal kinds, else the
+        nearest reachable item (ties to the lower item index), where the item in the agent's hands counts as
+        lying on the agent's cell (the human walks up to take it); stay if nothing is reachable."""
         distance, parent = self._bfs(self.human)
         self._human_distance = distance
-        best, best_key = None, None
-        for cell, i in self.item_at.items():
-            if not self.item_left[i] or distance[cell] < 0:
+        candidates = list(self.item_at.items())
+        if self.carried is not None:
+            candidates.append((self.agent, self.carried))
+        best, best_cell, best_key = None, self.human, None
+        for cell, i in candidates:
+            if distance[cell] < 0:
                 continue
             key = (not self.item_is_goal[i], distance[cell], i)
             if best_key is None or key < best_key:
-                best, best_key = i, key
+                best, best_cell, best_key = i, cell, key
         self.human_target = best
-        self._next_cell = self.human
-        if best is not None:
-            cell = int(self.item_cells[best])
-            while parent[cell] != self.human:
-                cell = parent[cell]
-            self._next_cell = cell
+        cell = best_cell
+        while cell != self.human and parent[cell] != self.human:
+            cell = parent[cell]
+        self._next_cell = cell
 
     def _bfs(self, start: int) -> tuple[list[int], list[int]]:
         """Distances (-1 unreachable) and parents over the cells the human may enter."""
@@ -240,6 +276,33 @@ class CollabEnv(gym.Env):
         nxt = int(nr * self.size + nc)
         return cell if human and self.blocked[nxt] else nxt
 
+    def _pick_up(self) -> bool:
+        """Lift the item of the first observation slot if it is next to the agent and the hands are empty."""
+        if self.carried is not None:
+            return False
+        ar, ac = divmod(self.agent, self.size)
+        adjacent = [i for cell, i in self.item_at.items()
+                    if abs(cell // self.size - ar) + abs(cell % self.size - ac) == 1]
+        if adjacent:
+            # No item ever lies under the agent (stepping on one collects it), so the nearest item is at
+            # distance 1 exactly when some item is, and the observation's slot order breaks ties by index.
+            self.carried = min(adjacent)
+            del self.item_at[int(self.item_cells[self.carried])]
+            self.item_left[self.carried] = False
+        return bool(adjacent)
+
+    def _hand_over(self) -> int | None:
+        """Give the carried item to the human when the two are on the same or neighbouring cells; its kind."""
+        if self.carried is None:
+            return None
+        ar, ac = divmod(self.agent, self.size)
+        hr, hc = divmod(self.human, self.size)
+        if abs(ar - hr) + abs(ac - hc) > 1:
+            return None
+        kind, self.carried = int(self.item_kinds[self.carried]), None
+        self.handed += 1
+        return kind
+
     def _collect(self, cell: int) -> int | None:
         i = self.item_at.pop(cell, None)
         if i is None:
@@ -262,7 +325,10 @@ class CollabEnv(gym.Env):
                     (c - ac) / scale, 1.0 if reach < 0 else min(reach / (2 * scale), 1.0)]))
         # Slots sorted nearest-first, collected items (all zeros) last: "go to slot 0" is one simple rule.
         slots.sort(key=lambda slot: slot[:2])
-        values = [ar / scale, ac / scale, (hr - ar) / scale, (hc - ac) / scale]
+        carrying = self.carried is not None
+        values = [ar / scale, ac / scale, (hr - ar) / scale, (hc - ac) / scale, float(carrying),
+                  float(carrying and self.item_is_goal[self.carried]),
+                  float(carrying and self.carried == self.human_target)]
         for _, _, features in slots:
             values += features
         values += [0.0] * (len(ITEM_FEATURES) * (self.n_items - len(slots)))
@@ -284,7 +350,9 @@ class CollabEnv(gym.Env):
             grid[r][c] = "*" if self.item_kinds[i] in self.human_goal_kinds else "o"
         for cell, mark in ((self.human, "H"), (self.agent, "A" if self.agent != self.human else "B")):
             grid[cell // self.size][cell % self.size] = mark
-        header = f"t={self.t}/{self.time_limit} agent={self.by_agent} human={self.by_human}"
+        carried = "-" if self.carried is None else ("*" if self.item_is_goal[self.carried] else "o")
+        header = (f"t={self.t}/{self.time_limit} agent={self.by_agent} human={self.by_human} "
+                  f"handed={self.handed} carrying={carried}")
         return "\n".join([header, *("".join(row) for row in grid)]) + "\n"
 
     def _image(self, pixels: int = 16) -> np.ndarray:

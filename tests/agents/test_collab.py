@@ -10,12 +10,17 @@ from agents.envs.collab import CollabEnv
 from agents.ppo import make_vector_env
 from recsys.errors import UserInputError
 
-STAY, UP, DOWN, LEFT, RIGHT = range(5)
+STAY, UP, DOWN, LEFT, RIGHT, PICK_UP = range(6)
 
 
 def deterministic_env(**kwargs) -> CollabEnv:
     """A human that never idles and never moves at random: its path is the BFS shortest path."""
-    return CollabEnv(human_noise=0.0, human_idle=0.0, **kwargs)
+    return CollabEnv(human_noise=0.0, human_idle=kwargs.pop("human_idle", 0.0), **kwargs)
+
+
+def still_human_env(**kwargs) -> CollabEnv:
+    """A human that never moves (idles every step): only the agent's actions change the board."""
+    return CollabEnv(human_noise=0.0, human_idle=1.0, **kwargs)
 
 
 def test_check_env_and_render():
@@ -114,12 +119,92 @@ def test_observation_lists_items_nearest_first_relative_to_the_agent():
     obs, _ = env.reset(options={"layout": {"agent": (2, 2), "human": (0, 0), "items": [(4, 4, 0), (2, 3, 1)],
                                            "blockers": [(0, 4)]}})
     scale = 4
-    np.testing.assert_allclose(obs[:4], [2 / scale, 2 / scale, -2 / scale, -2 / scale])
+    # own cell, the human's offset, empty hands
+    np.testing.assert_allclose(obs[:7], [2 / scale, 2 / scale, -2 / scale, -2 / scale, 0, 0, 0])
     # slot 0: the kind-1 item one step right; slot 1: the goal item (the human's target) at (+2, +2)
-    np.testing.assert_allclose(obs[4:10], [1, 0, 0, 0, 1 / scale, 5 / (2 * scale)])
-    np.testing.assert_allclose(obs[10:16], [1, 1, 1, 2 / scale, 2 / scale, 1.0])  # human distance 8, capped
-    np.testing.assert_allclose(obs[16:19], [1, -2 / scale, 2 / scale])
+    np.testing.assert_allclose(obs[7:13], [1, 0, 0, 0, 1 / scale, 5 / (2 * scale)])
+    np.testing.assert_allclose(obs[13:19], [1, 1, 1, 2 / scale, 2 / scale, 1.0])  # human distance 8, capped
+    np.testing.assert_allclose(obs[19:22], [1, -2 / scale, 2 / scale])
     assert obs[-1] == 1.0 and obs.shape == env.observation_space.shape
+
+
+def test_pick_up_carry_and_hand_over_a_goal_item():
+    # The agent lifts the goal item next to it, walks it to the human (who never moves) and hands it over
+    # on the step the two become neighbours: the human's goal and the team's task both count it then.
+    env = still_human_env(size=5, n_items=2, n_blockers=0)
+    env.reset(options={"layout": {"agent": (0, 0), "human": (4, 4), "items": [(0, 1, 0), (2, 2, 1)],
+                                  "blockers": []}})
+    assert env.human_target == 0
+    obs, reward, _, _, info = env.step(PICK_UP)
+    assert (reward, info["human_goal_reward"], env.carried, env.agent) == (0.0, 0.0, 0, 0)  # lifted, not moved
+    np.testing.assert_allclose(obs[4:7], [1, 1, 1])  # carrying a goal-kind item, which the human wants
+    np.testing.assert_allclose(obs[7:13], [1, 0, 0, 2 / 4, 2 / 4, 4 / 8])  # slot 0 now the other item
+    assert env.human_target == 0  # still the goal item, now in the agent's hands
+    for action in (DOWN, DOWN, DOWN, DOWN, RIGHT, RIGHT):  # (4,2): still two cells from the human
+        _, reward, _, _, info = env.step(action)
+        assert (reward, info["human_goal_reward"], env.carried) == (0.0, 0.0, 0)
+    obs, reward, terminated, _, info = env.step(RIGHT)  # (4,3): next to the human
+    assert (reward, info["human_goal_reward"], terminated, env.carried) == (1.0, 1.0, False, None)
+    assert (env.handed, env.by_human, env.by_agent, env.human_goal_total) == (1, 0, 0, 1)
+    np.testing.assert_allclose(obs[4:7], [0, 0, 0])
+    assert env.human_target == 1
+    _, reward, terminated, _, info = env.step(UP)  # (3,3) -> collect the last item at (2,2) two moves on
+    _, reward, terminated, _, info = env.step(LEFT)
+    _, reward, terminated, _, info = env.step(UP)
+    assert (reward, terminated, info["task_success"], info["items_handed"], info["items_by_agent"]) == (
+        3.0, True, 1.0, 1.0, 1.0)
+
+
+def test_the_human_takes_the_item_when_it_walks_next_to_the_agent():
+    # A non-goal item handed over is team progress but not the human's goal. The human walks its only
+    # shortest path down column 2 to its goal item and passes the agent: the hand-over happens after the
+    # human's move, in the same step as the pick-up.
+    env = deterministic_env(size=5, n_items=2, n_blockers=0)
+    env.reset(options={"layout": {"agent": (2, 2), "human": (0, 2), "items": [(2, 3, 1), (4, 2, 0)],
+                                  "blockers": []}})
+    _, reward, _, _, info = env.step(PICK_UP)
+    assert (reward, info["human_goal_reward"], env.human, env.carried, env.handed) == (1.0, 0.0, 7, None, 1)
+    for _ in range(2):
+        _, reward, terminated, _, info = env.step(STAY)
+        assert (reward, terminated) == (0.0, False)
+    _, reward, terminated, _, info = env.step(STAY)  # the human collects its goal item: the last one
+    assert (reward, info["human_goal_reward"], terminated, info["task_success"]) == (1.0 + 2.0, 1.0, True, 1.0)
+    assert (info["items_handed"], info["items_by_human"], info["items_by_agent"]) == (1.0, 1.0, 0.0)
+
+
+def test_the_human_walks_up_to_the_agent_for_a_carried_goal_item():
+    # Its goal item in the agent's hands counts as lying on the agent's cell, nearer goals first: the
+    # human leaves the non-goal item and walks 7 of the 8 cells to the standing agent, then takes it.
+    env = deterministic_env(size=5, n_items=2, n_blockers=0)
+    env.reset(options={"layout": {"agent": (0, 0), "human": (4, 4), "items": [(4, 0, 1), (0, 1, 0)],
+                                  "blockers": []}})
+    env.step(PICK_UP)
+    assert (env.carried, env.human_target) == (1, 1)
+    for step in range(2, 7):  # the human moves every step, the pick-up step included
+        _, reward, _, _, info = env.step(STAY)
+        assert (reward, env.carried) == (0.0, 1), step
+    _, reward, _, _, info = env.step(STAY)
+    assert (reward, info["human_goal_reward"], env.carried, env.handed, env.human_target) == (1.0, 1.0, None, 1, 0)
+    assert abs(env.human // 5 - 0) + abs(env.human % 5 - 0) == 1
+
+
+def test_pick_up_needs_empty_hands_and_a_neighbouring_item():
+    env = still_human_env(size=5, n_items=2, n_blockers=0, time_limit=4)
+    env.reset(options={"layout": {"agent": (2, 2), "human": (4, 4), "items": [(2, 3, 1), (1, 2, 0)],
+                                  "blockers": []}})
+    env.step(PICK_UP)  # two neighbours: the lower item index wins (the first observation slot)
+    assert env.carried == 0 and env.item_left.tolist() == [False, True] and env.agent == 12
+    env.step(PICK_UP)  # hands full: nothing happens
+    assert env.carried == 0 and env.item_left.tolist() == [False, True] and env.agent == 12
+    # The board is cleared, but the carried item never reaches the human: no completion, the task fails.
+    _, reward, terminated, _, _ = env.step(UP)
+    assert (reward, terminated, env.by_agent) == (1.0, False, 1)
+    _, reward, terminated, _, info = env.step(STAY)
+    assert (reward, terminated, info["task_success"], info["items_handed"]) == (0.0, True, 0.0, 0.0)
+    bare = still_human_env(size=5, n_items=1, n_blockers=0)
+    bare.reset(options={"layout": {"agent": (2, 2), "human": (4, 4), "items": [(0, 0, 0)], "blockers": []}})
+    bare.step(PICK_UP)  # nothing next to the agent: it stays
+    assert bare.carried is None and bare.item_left.all() and bare.agent == 12
 
 
 @pytest.mark.parametrize("kwargs", [{"size": 2}, {"n_items": 40, "n_blockers": 10}, {"human_goal_kinds": [3]},

@@ -22,7 +22,9 @@ def test_run_episodes_fills_each_env_quota_and_repeats_with_the_seed():
     records = run_episodes("prefengine/Collab-v0", kwargs, always(0), episodes=7, seed=5, num_envs=3)
     assert len(records) == 7
     assert sorted((r["env"], r["episode"]) for r in records) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (2, 0), (2, 1)]
-    again = run_episodes("prefengine/Collab-v0", kwargs, always(0), episodes=7, seed=5, num_envs=3)
+    # the same episodes again, with the envs in worker processes this time
+    again = run_episodes("prefengine/Collab-v0", kwargs, always(0), episodes=7, seed=5, num_envs=3,
+                         vector_env="async")
     assert records == again
     other = run_episodes("prefengine/Collab-v0", kwargs, always(0), episodes=7, seed=6, num_envs=3)
     assert records != other
