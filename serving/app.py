@@ -31,6 +31,7 @@ from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from serving.batching import LoopBatcher, RecommendBatcher
 from serving.bundle import BundleError
 from serving.feedback import Event, FeedbackError, FeedbackLog
 from serving.metrics import MetricsMiddleware, ServiceMetrics
@@ -156,6 +157,13 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
     state = ServiceState(settings=settings, metrics=metrics, admin_token=os.environ.get(settings.admin_token_env, ""))
     if retriever is not None:
         state.install(retriever)
+    batcher: RecommendBatcher | LoopBatcher | None = None
+    if settings.batching and settings.batch_runner == "loop":
+        batcher = LoopBatcher(settings.batch_max_size, settings.batch_max_excluded, settings.batch_min_shared,
+                              metrics.batch_size.observe)
+    elif settings.batching:
+        batcher = RecommendBatcher(settings.batch_max_size, settings.batch_window_ms / 1e3, settings.batch_max_excluded,
+                                   settings.batch_min_shared, settings.threads, metrics.batch_size.observe)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -173,6 +181,8 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
         finally:
             for task in tasks:
                 task.cancel()
+            if batcher is not None:
+                await run_in_threadpool(batcher.close)
             if state.feedback is not None:
                 await run_in_threadpool(state.feedback.close)
 
@@ -204,8 +214,11 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             include_categories=filters.include_categories, exclude_categories=filters.exclude_categories,
             exclude_items=filters.exclude_items, profile=profile, preferences=body.preferences)
         if retriever.generative is not None:
-            # Beam search takes milliseconds of ONNX Runtime (which releases the GIL): off the event loop.
+            # Beam search takes milliseconds of ONNX Runtime (which releases the GIL): off the event loop,
+            # in parallel threads rather than the batcher's one.
             ranking = await run_in_threadpool(retriever.recommend, query)
+        elif batcher is not None:
+            ranking = await batcher.recommend(retriever, query)
         else:
             ranking = retriever.recommend(query)
         if ranking.fallback is not None:

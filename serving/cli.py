@@ -43,6 +43,13 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-body-bytes", type=int, default=None, help="larger request bodies get 413")
     parser.add_argument("--synchronous", choices=("FULL", "NORMAL", "EXTRA"), default=None,
                         help="SQLite durability of the event log (default FULL: fsync per commit)")
+    parser.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None,
+                        help="answer concurrent recommendations in micro-batches (default on)")
+    parser.add_argument("--batch-runner", choices=("thread", "loop"), default=None,
+                        help="who answers a batch: a worker thread (default) or a callback on the event loop")
+    parser.add_argument("--batch-window-ms", type=float, default=None,
+                        help="longest wait of a batch for more queries under concurrent load (default 1.0)")
+    parser.add_argument("--batch-max-size", type=int, default=None, help="most queries in one batch (default 32)")
     parser.add_argument("--log-level", default=None, help="uvicorn log level (default info)")
     parser.add_argument("--access-log", action="store_true", default=None, help="log every request (off by default)")
     return parser
@@ -69,7 +76,8 @@ def _settings_and_server(args: argparse.Namespace) -> tuple[Settings, dict]:
     server = {"host": "127.0.0.1", "port": 8000, "workers": 1, "log_level": "info", "access_log": False}
     server.update({key: values.pop(key) for key in SERVER_KEYS if key in values})
     flags = {"bundle": args.bundle, "feedback_db": args.feedback_db, "admin_token_env": args.admin_token_env,
-             "max_body_bytes": args.max_body_bytes, "synchronous": args.synchronous}
+             "max_body_bytes": args.max_body_bytes, "synchronous": args.synchronous, "batching": args.batching, "batch_runner": args.batch_runner,
+             "batch_window_ms": args.batch_window_ms, "batch_max_size": args.batch_max_size}
     values.update({key: value for key, value in flags.items() if value is not None})
     server.update({key: getattr(args, key) for key in SERVER_KEYS if getattr(args, key) is not None})
     if "bundle" not in values:

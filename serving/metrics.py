@@ -21,6 +21,7 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
 
+BATCH_SIZE_BUCKETS = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -45,6 +46,8 @@ class ServiceMetrics:
                                  ["fallback"], registry=registry)
         self.feedback_events = Counter("serving_feedback_events_total", "feedback events committed, by kind",
                                        ["kind"], registry=registry)
+        self.batch_size = Histogram("serving_recommend_batch_size", "queries answered together in one micro-batch",
+                                    buckets=BATCH_SIZE_BUCKETS, registry=registry)
         self.reloads = Counter("serving_reloads_total", "bundle reloads by outcome", ["outcome"], registry=registry)
         self._current: tuple[str, str, str] | None = None
 

@@ -28,6 +28,17 @@ class Settings:
     sync_dir: with several workers, a directory where a reload is published so every worker
         follows it (set by the CLI); None for one worker.
     sync_interval_s: how often workers look for a published reload.
+    batching: answer concurrent /v1/recommend queries in micro-batches (`serving.batching`);
+        off: each request is answered alone on the event loop.
+    batch_runner: "thread" (one worker thread answers the batches, off the event loop) or "loop"
+        (the batches are answered by a callback on the event loop, no thread hop).
+    batch_window_ms: how long a batch may wait for more queries under concurrent load (a lone
+        client never waits).
+    batch_max_size: most queries in one batch.
+    batch_min_shared: fewest flat-index queries that share one float32 scan; fewer are scanned
+        one by one in float16.
+    batch_max_excluded: a query excluding more items than this (seen items, exclude_items,
+        category filters) takes the single-query filtered scan instead of the shared one.
     """
 
     bundle: str
@@ -38,12 +49,19 @@ class Settings:
     synchronous: str = "FULL"
     sync_dir: str | None = None
     sync_interval_s: float = 1.0
+    batching: bool = True
+    batch_runner: str = "thread"
+    batch_window_ms: float = 1.0
+    batch_max_size: int = 32
+    batch_min_shared: int = 6
+    batch_max_excluded: int = 1024
 
     def __post_init__(self) -> None:
         for spec in fields(self):
             value = getattr(self, spec.name)
-            expected = {"str": str, "int": int, "float": (int, float), "str | None": (str, type(None))}[spec.type]
-            if not isinstance(value, expected) or isinstance(value, bool):
+            expected = {"str": str, "int": int, "float": (int, float), "str | None": (str, type(None)),
+                        "bool": bool}[spec.type]
+            if not isinstance(value, expected) or (isinstance(value, bool) and spec.type != "bool"):
                 raise SettingsError(f"setting '{spec.name}' must be {spec.type}, got {value!r}")
         if self.max_body_bytes < 1024:
             raise SettingsError(f"setting 'max_body_bytes' must be at least 1024, got {self.max_body_bytes}")
@@ -53,6 +71,15 @@ class Settings:
             raise SettingsError(f"setting 'synchronous' must be FULL, NORMAL or EXTRA, got {self.synchronous!r}")
         if self.sync_interval_s <= 0:
             raise SettingsError("setting 'sync_interval_s' must be > 0")
+        if self.batch_runner not in ("thread", "loop"):
+            raise SettingsError(f"setting 'batch_runner' must be thread or loop, got {self.batch_runner!r}")
+        if not 0 <= self.batch_window_ms <= 100:
+            raise SettingsError(f"setting 'batch_window_ms' must be in [0, 100], got {self.batch_window_ms}")
+        for name in ("batch_max_size", "batch_min_shared"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"setting '{name}' must be >= 1, got {getattr(self, name)}")
+        if self.batch_max_excluded < 0:
+            raise SettingsError(f"setting 'batch_max_excluded' must be >= 0, got {self.batch_max_excluded}")
         object.__setattr__(self, "bundle", str(Path(self.bundle).resolve()))
 
     @classmethod
