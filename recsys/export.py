@@ -221,6 +221,8 @@ def build_index(item_vectors: np.ndarray, spec: IndexSpec):
         index.hnsw.efConstruction = params["ef_construction"]
         index.hnsw.efSearch = params["ef_search"]
     else:
+        if params["nlist"] > n:
+            raise UserInputError(f"{spec.kind}: nlist {params['nlist']} exceeds the {n} items its k-means trains on")
         quantizer = faiss.IndexFlatIP(dim)
         if spec.kind == "ivf":
             index = faiss.IndexIVFFlat(quantizer, dim, params["nlist"], faiss.METRIC_INNER_PRODUCT)

@@ -236,6 +236,8 @@ def test_an_ivfpq_export_stores_compressed_codes_and_reports_their_true_recall(c
         build_index(items.astype(np.float32), IndexSpec(kind="ivfpq", nlist=4, pq_m=3, pq_bits=4))
     with pytest.raises(UserInputError, match="cannot train 256 codes"):
         build_index(items[:100].astype(np.float32), IndexSpec(kind="ivfpq", nlist=4, pq_m=4, pq_bits=8))
+    with pytest.raises(UserInputError, match="nlist 500 exceeds the 100 items"):
+        build_index(items[:100].astype(np.float32), IndexSpec(kind="ivfpq", nlist=500, pq_m=4, pq_bits=4))
 
 
 def test_extra_files_and_sections_never_replace_the_bundles_own(tmp_path):
