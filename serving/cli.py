@@ -46,7 +46,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batching", action=argparse.BooleanOptionalAction, default=None,
                         help="answer concurrent recommendations in micro-batches (default on)")
     parser.add_argument("--batch-runner", choices=("thread", "loop"), default=None,
-                        help="who answers a batch: a worker thread (default) or a callback on the event loop")
+                        help="who answers a batch: a callback on the event loop (default) or a worker thread")
     parser.add_argument("--batch-window-ms", type=float, default=None,
                         help="longest wait of a batch for more queries under concurrent load (default 1.0)")
     parser.add_argument("--batch-max-size", type=int, default=None, help="most queries in one batch (default 32)")
