@@ -270,7 +270,9 @@ class InteractionDataModule(pl.LightningDataModule):
             "vocab_users": list(vocab.users), "vocab_items": list(vocab.items), "vocab_digest": vocab.digest(),
             "catalog": {"title": [str(t) for t in titles], "category": [str(c) for c in categories]},
             "item_popularity": train.item_counts().astype(int).tolist(),
-            "train_items_by_user": {"indptr": self.sampler.indptr.tolist(), "indices": self.sampler.indices.tolist()},
+            # Tensors, not lists: at 10M interactions the lists cost 290 MB at every checkpoint save.
+            "train_items_by_user": {"indptr": torch.as_tensor(self.sampler.indptr, dtype=torch.int64),
+                                    "indices": torch.as_tensor(self.sampler.indices, dtype=torch.int64)},
         }
 
     # training batches ----------------------------------------------------------------------------

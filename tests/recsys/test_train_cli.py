@@ -49,8 +49,8 @@ def test_fit_writes_metrics_checkpoint_and_logs_under_the_root(nbpo_run):
     assert block["item_popularity"] == data.split.train.item_counts().tolist()
     assert len(block["catalog"]["title"]) == len(block["catalog"]["category"]) == vocab.n_items
     csr = data.split.train.matrix()
-    assert block["train_items_by_user"]["indptr"] == csr.indptr.tolist()
-    assert block["train_items_by_user"]["indices"] == csr.indices.tolist()
+    assert block["train_items_by_user"]["indptr"].tolist() == csr.indptr.tolist()
+    assert block["train_items_by_user"]["indices"].tolist() == csr.indices.tolist()
     # the best checkpoint carries its own validation and test metrics for export
     assert block["metrics"]["test/ndcg@10"] == pytest.approx(metrics["test/ndcg@10"])
 
