@@ -267,8 +267,8 @@ truth, exclude = dm.evaluation_inputs("test")
 evaluate(lambda users: U[torch.as_tensor(users)] @ V.T, truth=truth, exclude=exclude, ks=(10, 20, 50))
 mark("one full-ranking test evaluation")
 meta = dm.checkpoint_metadata()
-mark("checkpoint_metadata() (lists for checkpoint['prefengine'])",
-     list_elements=len(meta["train_items_by_user"]["indices"]) + len(meta["train_items_by_user"]["indptr"]))
+mark("checkpoint_metadata() (the checkpoint['prefengine'] block)",
+     csr_elements=len(meta["train_items_by_user"]["indices"]) + len(meta["train_items_by_user"]["indptr"]))
 print(json.dumps(steps))
 """
 
