@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import RESULTS, write_result
+from serving.local import free_port, wait_ready
 
 QUICK = bool(os.environ.get("BENCH_SERVING_QUICK"))
 REUSE = bool(os.environ.get("BENCH_SERVING_REUSE"))
@@ -210,12 +210,6 @@ def interleaved_cpu(first, second, repeats: int) -> tuple[float, float]:
 
 
 # --- the load test ---------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def cpu_seconds(processes) -> float:
     total = 0.0
     for process in processes:
@@ -281,7 +275,6 @@ def batch_totals(url: str) -> tuple[float, float]:
 @contextlib.contextmanager
 def running_server(bundle: Path, workers: int, mode: str):
     """A `python -m serving` process, ready; yields (url, its processes, start seconds, RSS MB per worker)."""
-    import httpx
     import psutil
 
     port = free_port()
@@ -293,15 +286,7 @@ def running_server(bundle: Path, workers: int, mode: str):
                                *(["--no-batching"] if mode == "off" else ["--batching", "--batch-runner", mode]),
                                "--log-level", "warning"])
     try:
-        while True:
-            if server.poll() is not None or time.perf_counter() - started > 120:
-                raise RuntimeError(f"server did not start (exit code {server.poll()})")
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.02)
+        wait_ready(url, server, timeout_s=120, poll_s=0.02)
         start_seconds = time.perf_counter() - started
         supervisor = psutil.Process(server.pid)
         if workers > 1:

@@ -6,15 +6,14 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
+
+from serving.local import free_port, wait_ready
 
 N_USERS, N_ITEMS, DIM = 240, 600, 16
 CATEGORIES = ("books", "games", "music", "tools")
@@ -85,12 +84,6 @@ def rewrite_file(bundle: Path, name: str, payload: bytes) -> None:
 
 
 # --- a real server -------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Server:
     """`python -m serving` in a subprocess on a free loopback port."""
 
@@ -110,17 +103,10 @@ class Server:
                 env=env, stdout=output, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError("server did not become ready")
+        try:
+            wait_ready(self.url, self.process, timeout)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error}; its log:\n{self.log.read_text()}") from None
 
     def stop(self) -> None:
         if self.process.poll() is None:
