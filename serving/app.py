@@ -137,13 +137,15 @@ async def _follow_reloads(state: ServiceState) -> None:
             log.info("worker %d followed reload %s -> %s", os.getpid(), previous, retriever.data.version)
 
 
+def _bundle_to_load(settings: Settings) -> str:
+    """The bundle a starting worker serves: the last reload published to the workers, else the configured one."""
+    published = _published(settings)
+    return published[1].get("bundle", settings.bundle) if published else settings.bundle
+
+
 async def _initial_load(state: ServiceState) -> None:
-    published = _published(state.settings)
-    bundle = published[1].get("bundle", state.settings.bundle) if published else state.settings.bundle
-    if published:
-        state.seen_sync_mtime = published[0]
     try:
-        state.install(await run_in_threadpool(_load, state.settings, bundle))
+        state.install(await run_in_threadpool(_load, state.settings, _bundle_to_load(state.settings)))
     except BundleError as error:
         state.load_error = str(error)
         log.error("%s", error)
@@ -323,4 +325,7 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
 def create_app_from_env() -> FastAPI:
     """Factory for uvicorn workers (`serving.app:create_app_from_env`, factory=True): settings from the environment."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    # Load before serving: the workers share one listening socket, and a worker still loading would
+    # take connections and answer them 503 while another already says ready.
+    return create_app(settings, _load(settings, _bundle_to_load(settings)))
