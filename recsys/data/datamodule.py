@@ -195,6 +195,10 @@ class InteractionDataModule(pl.LightningDataModule):
             self.split = make_split(data, self.split_kind, ratios=self.ratios, seed=self.seed)
         if self.world is not None:
             self.clean = {"valid": self.world.clean(self.split.valid), "test": self.world.clean(self.split.test)}
+        self._index_training()
+
+    def _index_training(self) -> None:
+        """What the samplers and checkpoints need from the split: the training positives and their matrix."""
         train = self.split.train.positives()
         if not len(train):
             raise UserInputError("the training split holds no positive interaction")

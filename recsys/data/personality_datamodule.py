@@ -216,16 +216,6 @@ class PersonalityDataModule(InteractionDataModule):
         """The rows of a world split labelled by the truth: positive where the user truly likes the item."""
         return replace(part, label=self.world.truly_liked(part.user, part.item).astype(np.float32))
 
-    def _index_training(self) -> None:
-        """What the parent's samplers and checkpoints need: the training positives (for triples)."""
-        train = self.split.train.positives()
-        if not len(train):
-            raise UserInputError("the training split holds no positive interaction")
-        self.train_users, self.train_items = train.user, train.item
-        self.train_matrix = self.split.train.matrix()
-        self.sampler = NegativeSampler(self.train_matrix, self.sampler_kind, self.popularity_exponent)
-        log.info("data: %s; split %s", self.split.train.describe(), self.split.describe())
-
     # users -----------------------------------------------------------------------------------
     def user_groups(self) -> dict[str, np.ndarray]:
         """{"warm": users with training rows, "cold": users with held-out rows and none in training}."""
