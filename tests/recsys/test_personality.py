@@ -17,14 +17,7 @@ from recsys.models.personality import PersonalityNet, PersonalityRecommender, fm
 from recsys.models.personality_features import FeatureSpace
 from recsys.models.personality_metrics import pointwise_metrics
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: threads only contend on a shared CPU.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _toy_data(n_users=6, n_items=5, seed=0) -> InteractionData:

@@ -11,13 +11,7 @@ import torch
 from recsys.errors import DataFormatError, UserInputError
 from recsys.models.semantic_ids import RQVAE, SemanticIds, train_rqvae
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_collision_token_ranks_items_sharing_codes():
