@@ -360,18 +360,15 @@ class PersonalityRecommender(RecommenderModule):
         out = self.net.combine(user, item, cross=False)
         terms: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=users.device)
-        click = batch.get("click")
-        if hp.click_weight > 0 and click is not None:
-            known = ~torch.isnan(click)
+        heads = (("click", hp.click_weight, F.binary_cross_entropy_with_logits), ("rating", hp.rating_weight, F.mse_loss))
+        for head, weight, loss_of in heads:
+            target = batch.get(head)
+            if weight <= 0 or target is None:
+                continue
+            known = ~torch.isnan(target)  # NaN: no label of this kind for the row
             if known.any():
-                terms["click_loss"] = F.binary_cross_entropy_with_logits(out["click"][known], click[known])
-                total = total + hp.click_weight * terms["click_loss"]
-        rating = batch.get("rating")
-        if hp.rating_weight > 0 and rating is not None:
-            known = ~torch.isnan(rating)
-            if known.any():
-                terms["rating_loss"] = F.mse_loss(out["rating"][known], rating[known])
-                total = total + hp.rating_weight * terms["rating_loss"]
+                terms[f"{head}_loss"] = loss_of(out[head][known], target[known])
+                total = total + weight * terms[f"{head}_loss"]
         if hp.l2 > 0:
             total = total + hp.l2 * (user.embeddings.square().sum((1, 2)) + item.embeddings.square().sum((1, 2))).mean()
         terms["loss"] = total
