@@ -45,6 +45,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from bundleformat.signature import key_from_env as bundle_key_from_env
+from bundleformat.signature import sign_manifest
 from recsys.data.interactions import Catalog, IdVocab
 from recsys.errors import UserInputError
 
@@ -458,6 +460,9 @@ def write_bundle(out_dir: Path | str, user_vectors, item_vectors, vocab_users: S
                 "files": files,
             }
             _merge_sections(manifest, manifest_sections or {})
+            key = bundle_key_from_env()
+            if key is not None:  # PREFENGINE_BUNDLE_KEY: serving then refuses bundles without this signature
+                manifest = sign_manifest(manifest, key)
             _write_json(work / "manifest.json", manifest)
             bar.update()
         _publish(work, out_dir, overwrite)
