@@ -9,8 +9,11 @@
     POST /v1/admin/reload    load a bundle beside the current one, validate, swap (bearer token)
 
 Every client error is a 4xx with a JSON `detail`: 422 for a body that does not validate (k out
-of range, an unknown category, a malformed event), 413 for an oversized body, 401/403 for reload
-without the right token, 503 while no bundle is loaded or the event log is unavailable.
+of range, an unknown category, a malformed event, a non-finite number, text that is not valid
+Unicode), 413 for an oversized body, 408 for a body or headers that do not arrive in time, 401/403
+for reload (or, with a feedback token, feedback) without the right token, 429 after repeated wrong
+tokens or feedback over the per-client rate, 503 while no bundle is loaded or the event log is
+unavailable. Replies name bundles relative to the bundle root, never by a host path.
 """
 
 from __future__ import annotations
@@ -27,13 +30,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from bundleformat.signature import key_from_env
 from serving.batching import LoopBatcher, RecommendBatcher
-from serving.bundle import BundleError
+from serving.bundle import BundleError, public_name
 from serving.feedback import Event, FeedbackError, FeedbackLog
+from serving.guards import (
+    BundlePathError,
+    FailureThrottle,
+    RateLimiter,
+    client_address,
+    resolve_bundle_request,
+    safe_text,
+    safe_validation_errors,
+)
 from serving.metrics import MetricsMiddleware, ServiceMetrics
 from serving.middleware import BodyLimitMiddleware
 from serving.profile import Profile
@@ -50,12 +65,13 @@ from serving.schemas import (
     ReloadRequest,
     ReloadResponse,
 )
-from serving.settings import Settings
+from serving.settings import Settings, check_tokens
 
 log = logging.getLogger(__name__)
 
 SYNC_FILE = "active_bundle.json"
-ERRORS = {status: {"model": ErrorResponse} for status in (413, 503)}
+ERRORS = {status: {"model": ErrorResponse} for status in (408, 413, 503)}
+AUTH_ERRORS = {status: {"model": ErrorResponse} for status in (401, 403, 429)}
 
 
 @dataclass
@@ -70,6 +86,7 @@ class ServiceState:
     feedback: FeedbackLog | None = None
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     admin_token: str = ""
+    feedback_token: str = ""
     seen_sync_mtime: int = 0
 
     def ready(self) -> Retriever:
@@ -77,6 +94,9 @@ class ServiceState:
         if retriever is None:
             raise HTTPException(503, "no bundle is loaded yet" + (f" ({self.load_error})" if self.load_error else ""))
         return retriever
+
+    def public(self, error: BundleError) -> str:
+        return error.public(self.settings.bundle_root)
 
     def install(self, retriever: Retriever) -> str | None:
         previous = self.retriever.data.version if self.retriever is not None else None
@@ -88,8 +108,8 @@ class ServiceState:
         return previous
 
 
-def _load(settings: Settings, bundle: str) -> Retriever:
-    return Retriever.load(bundle, verify=True, threads=settings.threads)
+def _load(settings: Settings, bundle: str | Path) -> Retriever:
+    return Retriever.load(bundle, verify=True, threads=settings.threads, key=key_from_env())
 
 
 # --- reloads published to every worker --------------------------------------------------------
@@ -128,7 +148,7 @@ async def _follow_reloads(state: ServiceState) -> None:
         async with state.reload_lock:
             try:
                 retriever = await run_in_threadpool(_load, state.settings, target["bundle"])
-            except (BundleError, KeyError) as error:
+            except (BundleError, KeyError, TypeError) as error:
                 state.metrics.reloads.labels("follow_failed").inc()
                 log.error("worker %d could not follow the published reload: %s", os.getpid(), error)
                 continue
@@ -147,7 +167,7 @@ async def _initial_load(state: ServiceState) -> None:
     try:
         state.install(await run_in_threadpool(_load, state.settings, _bundle_to_load(state.settings)))
     except BundleError as error:
-        state.load_error = str(error)
+        state.load_error = state.public(error)
         log.error("%s", error)
 
 
@@ -156,7 +176,11 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
     """An app serving `settings.bundle`; pass a loaded `retriever` to be ready at once (else it loads in the background)."""
     faiss.omp_set_num_threads(settings.threads)
     metrics = ServiceMetrics()
-    state = ServiceState(settings=settings, metrics=metrics, admin_token=os.environ.get(settings.admin_token_env, ""))
+    admin_token, feedback_token = check_tokens(settings)  # SettingsError for a token under 32 characters
+    state = ServiceState(settings=settings, metrics=metrics, admin_token=admin_token, feedback_token=feedback_token)
+    auth_failures = FailureThrottle(settings.admin_max_failures, settings.admin_failure_window_s)
+    feedback_rate = RateLimiter(settings.feedback_rate_per_s, settings.feedback_burst)
+    bundle_root = Path(settings.bundle_root)
     if retriever is not None:
         state.install(retriever)
     batcher: RecommendBatcher | LoopBatcher | None = None
@@ -188,13 +212,40 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             if state.feedback is not None:
                 await run_in_threadpool(state.feedback.close)
 
-    app = FastAPI(title="prefengine serving", version="1", lifespan=lifespan,
+    # The HTML /docs and /redoc pages load Swagger UI / ReDoc from a CDN: never served. The schema
+    # itself is, unless settings.docs is off (`--no-docs`).
+    app = FastAPI(title="prefengine serving", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json" if settings.docs else None,
                   description="Recommendations from an exported prefengine bundle (ONNX towers + faiss).")
     app.state.service = state
+    admin_bearer = HTTPBearer(auto_error=False, scheme_name="adminToken",
+                              description=f"the token in the server's {settings.admin_token_env}")
+    feedback_bearer = HTTPBearer(auto_error=False, scheme_name="feedbackToken",
+                                 description=f"the token in the server's {settings.feedback_token_env}, when set")
 
     @app.exception_handler(QueryError)
     async def query_error(request: Request, error: QueryError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=422)
+        return JSONResponse({"detail": safe_text(str(error), 2000)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input as is, and NaN or a lone surrogate cannot be encoded (a 500).
+        return JSONResponse({"detail": safe_validation_errors(error.errors())}, status_code=422)
+
+    def authorize(request: Request, credentials: HTTPAuthorizationCredentials | None, token: str) -> None:
+        """401 unless the bearer token is `token`; 429 for an address with too many recent failures."""
+        client = client_address(request.client)
+        wait = auth_failures.retry_after(client)
+        if wait is not None:
+            metrics.auth_throttled.inc()
+            raise HTTPException(429, f"too many failed tokens from this address; retry in {math.ceil(wait)} s",
+                                headers={"Retry-After": str(math.ceil(wait))})
+        given = credentials.credentials.encode() if credentials is not None else b""
+        if not hmac.compare_digest(given, token.encode()):
+            auth_failures.failed(client)
+            metrics.auth_failures.inc()
+            raise HTTPException(401, "a valid 'Authorization: Bearer <token>' header is required",
+                                headers={"WWW-Authenticate": "Bearer"})
 
     @app.post("/v1/recommend", response_model=RecommendResponse, responses={422: {"model": ErrorResponse}, **ERRORS})
     async def recommend(body: RecommendRequest) -> RecommendResponse:
@@ -232,21 +283,49 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
                                  scorer=ranking.scorer, items=items, bundle_version=data.version,
                                  model=str(data.manifest["model"].get("name", "")), warnings=ranking.warnings)
 
-    @app.post("/v1/feedback", response_model=FeedbackResponse, responses={422: {"model": ErrorResponse}, **ERRORS})
-    async def feedback(body: FeedbackRequest) -> FeedbackResponse:
-        """Append events to the event log; the response is sent only after they are committed."""
+    @app.post("/v1/feedback", response_model=FeedbackResponse,
+              responses={422: {"model": ErrorResponse}, **AUTH_ERRORS, **ERRORS})
+    async def feedback(body: FeedbackRequest, request: Request,
+                       credentials: HTTPAuthorizationCredentials | None = Depends(feedback_bearer)) -> FeedbackResponse:
+        """Append events to the event log; the response is sent only after they are committed. With a
+        feedback token configured, writers send it as a bearer token. Each client address may post
+        `feedback_rate_per_s` events per second (429 beyond). An item the served bundle does not know is a
+        422 (or, with feedback_unknown_items: flag, stored flagged); unknown users are stored and counted."""
+        if state.feedback_token:
+            authorize(request, credentials, state.feedback_token)
+        client = client_address(request.client)
+        wait = feedback_rate.take(client, len(body.events))
+        if wait is not None:
+            metrics.feedback_throttled.inc()
+            raise HTTPException(429, f"feedback rate limit: {settings.feedback_rate_per_s:g} events/s per client "
+                                     f"address; retry in {math.ceil(wait)} s",
+                                headers={"Retry-After": str(math.ceil(wait))})
         if state.feedback is None:
             raise HTTPException(503, "the feedback log is unavailable")
+        retriever = state.retriever
+        if retriever is None:
+            raise HTTPException(503, "no bundle is loaded yet to check the feedback's item ids against")
+        item_known = [e.item_id in retriever.item_index for e in body.events]
+        unknown = [e.item_id for e, known in zip(body.events, item_known) if not known]
+        if unknown and settings.feedback_unknown_items == "reject":
+            metrics.feedback_unknown_items.labels("rejected").inc(len(unknown))
+            shown = ", ".join(repr(i) for i in sorted(set(unknown))[:10])
+            raise HTTPException(422, f"{len(unknown)} event(s) name items the served bundle does not know: {shown}")
         now = int(time.time())
-        events = [Event(e.user_id, e.item_id, e.kind, e.value, now if e.timestamp is None else e.timestamp)
-                  for e in body.events]
-        version = state.retriever.data.version if state.retriever is not None else None
+        events = [Event(e.user_id, e.item_id, e.kind, e.value, now if e.timestamp is None else e.timestamp,
+                        client=client, user_known=e.user_id in retriever.user_index, item_known=known)
+                  for e, known in zip(body.events, item_known)]
         try:
-            ids = await asyncio.wrap_future(state.feedback.append(events, version))
+            ids = await asyncio.wrap_future(state.feedback.append(events, retriever.data.version))
         except FeedbackError as error:
             raise HTTPException(503, str(error)) from None
         for event in events:
             metrics.feedback_events.labels(event.kind).inc()
+        if unknown:
+            metrics.feedback_unknown_items.labels("flagged").inc(len(unknown))
+        unknown_users = sum(not event.user_known for event in events)
+        if unknown_users:
+            metrics.feedback_unknown_users.inc(unknown_users)
         return FeedbackResponse(accepted=len(ids), event_ids=ids)
 
     @app.get("/healthz")
@@ -284,28 +363,38 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             generative=generative)])
 
     @app.post("/v1/admin/reload", response_model=ReloadResponse,
-              responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
-                         **ERRORS})
-    async def reload(body: ReloadRequest | None = None, authorization: str | None = Header(None)) -> ReloadResponse:
+              responses={422: {"model": ErrorResponse}, **AUTH_ERRORS, **ERRORS})
+    async def reload(request: Request, body: ReloadRequest | None = None,
+                     credentials: HTTPAuthorizationCredentials | None = Depends(admin_bearer)) -> ReloadResponse:
         """Load a bundle beside the current one, validate manifest and checksums, then swap atomically.
-        A bundle that fails validation is rejected (422) and the current one keeps serving."""
+        `bundle` names a directory inside the server's bundle root. A bundle that fails validation, or a
+        path outside the root, is rejected (422) and the current one keeps serving."""
         if not state.admin_token:
             raise HTTPException(403, f"reload is disabled: set the environment variable {settings.admin_token_env} "
                                      "to a token before starting the server")
-        expected = f"Bearer {state.admin_token}".encode()
-        if authorization is None or not hmac.compare_digest(authorization.encode(), expected):
-            raise HTTPException(401, "a valid 'Authorization: Bearer <token>' header is required",
-                                headers={"WWW-Authenticate": "Bearer"})
+        authorize(request, credentials, state.admin_token)
         current = state.retriever
-        bundle = body.bundle if body is not None and body.bundle else (str(current.data.path) if current else settings.bundle)
+        still = f"still serving {current.data.version if current else 'nothing'}"
+        if body is not None and body.bundle:
+            try:
+                bundle = resolve_bundle_request(bundle_root, body.bundle)
+            except BundlePathError as error:
+                metrics.reloads.labels("rejected").inc()
+                raise HTTPException(422, f"bundle rejected, {still}: {error}") from None
+        else:
+            bundle = current.data.path if current else Path(settings.bundle)
         started = time.perf_counter()
         async with state.reload_lock:
             try:
                 retriever = await run_in_threadpool(_load, settings, bundle)
             except BundleError as error:
                 metrics.reloads.labels("rejected").inc()
-                raise HTTPException(422, f"bundle rejected, still serving "
-                                         f"{current.data.version if current else 'nothing'}: {error}") from None
+                raise HTTPException(422, f"bundle rejected, {still}: {state.public(error)}") from None
+            except Exception as error:  # noqa: BLE001 - whatever a bundle makes the loaders raise, the old one serves
+                metrics.reloads.labels("rejected").inc()
+                log.exception("reload of %s failed", bundle)
+                raise HTTPException(422, f"bundle rejected, {still}: bundle {public_name(bundle, bundle_root)} "
+                                         f"cannot be loaded ({type(error).__name__})") from None
             previous = state.install(retriever)
             _publish_reload(settings, retriever)
             published = _published(settings)
@@ -314,10 +403,10 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
         metrics.reloads.labels("accepted").inc()
         log.info("reloaded %s -> %s", previous, retriever.data.version)
         return ReloadResponse(previous_version=previous, bundle_version=retriever.data.version,
-                              bundle=str(retriever.data.path), seconds=time.perf_counter() - started)
+                              bundle=public_name(retriever.data.path, bundle_root), seconds=time.perf_counter() - started)
 
     known = frozenset(route.path for route in app.routes)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=known)  # outermost: sees 413s too
     return app
 

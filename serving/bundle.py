@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from bundleformat.signature import SignatureError, verify_manifest
+
 log = logging.getLogger(__name__)
 
 FORMAT = "prefengine-bundle"
@@ -77,6 +79,21 @@ class BundleError(Exception):
     def __init__(self, path: Path | str, message: str):
         super().__init__(f"bundle {path}: {message}")
         self.path = str(path)
+        self.message = message
+
+    def public(self, root: Path | str | None) -> str:
+        """The message for an API reply: the bundle named relative to `root`, never by its host path."""
+        name = public_name(self.path, root)
+        return f"bundle {name}: {self.message.replace(self.path, name)}"
+
+
+def public_name(path: Path | str, root: Path | str | None) -> str:
+    """`path` as a client may see it: relative to `root` when inside it, else only its last part."""
+    path = Path(path)
+    if root is not None and path.is_relative_to(root):
+        relative = path.relative_to(root).as_posix()
+        return relative if relative != "." else path.name
+    return path.name
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -87,12 +104,16 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(bundle_dir: Path | str) -> dict[str, Any]:
-    """The parsed manifest after checking its format, version and field types."""
+def read_manifest(bundle_dir: Path | str, key: bytes | None = None) -> dict[str, Any]:
+    """The parsed manifest after checking its format, version and field types, and with a `key`, its
+    HMAC-SHA256 signature (`bundleformat.signature`)."""
     bundle_dir = Path(bundle_dir)
     if not bundle_dir.is_dir():
         raise BundleError(bundle_dir, "is not a directory")
     path = bundle_dir / MANIFEST
+    if path.is_symlink():
+        raise BundleError(bundle_dir, f"{MANIFEST} is a symbolic link; every bundle file must be a regular file "
+                                      "inside the bundle directory")
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
@@ -112,6 +133,11 @@ def read_manifest(bundle_dir: Path | str) -> dict[str, Any]:
             raise BundleError(bundle_dir, f"{MANIFEST}: missing field '{field}'")
         if not isinstance(manifest[field], kind) or (kind is int and isinstance(manifest[field], bool)):
             raise BundleError(bundle_dir, f"{MANIFEST}: field '{field}' must be {getattr(kind, '__name__', kind)}")
+    if key is not None:
+        try:
+            verify_manifest(manifest, key)
+        except SignatureError as error:
+            raise BundleError(bundle_dir, f"{MANIFEST}: {error}") from None
     return manifest
 
 
@@ -122,7 +148,16 @@ def verify_files(bundle_dir: Path | str, manifest: dict[str, Any]) -> None:
     missing = [name for name in FILES if name not in listed]
     if missing:
         raise BundleError(bundle_dir, f"{MANIFEST}: 'files' does not list {missing}")
-    present = {p.name for p in bundle_dir.iterdir()} - {MANIFEST}
+    entries = list(bundle_dir.iterdir())
+    for entry in entries:
+        # A symbolic link (even one listed with the right checksum) would let the bundle read any file
+        # of the host; a directory or device is no bundle file either.
+        if entry.is_symlink():
+            raise BundleError(bundle_dir, f"{entry.name} is a symbolic link; every bundle file must be a regular "
+                                          "file inside the bundle directory")
+        if not entry.is_file():
+            raise BundleError(bundle_dir, f"{entry.name} is not a regular file")
+    present = {p.name for p in entries} - {MANIFEST}
     unlisted = sorted(present - set(listed))
     if unlisted:
         raise BundleError(bundle_dir, f"files not listed in {MANIFEST}: {unlisted}")
@@ -195,10 +230,11 @@ def _load_json_columns(bundle_dir: Path, name: str, columns: tuple[str, ...], le
     return table
 
 
-def load_bundle_data(bundle_dir: Path | str, verify: bool = True) -> BundleData:
-    """Read the manifest, check every checksum (unless `verify` is False) and load the tables and arrays."""
+def load_bundle_data(bundle_dir: Path | str, verify: bool = True, key: bytes | None = None) -> BundleData:
+    """Read the manifest (with a `key`, check its signature), check every checksum (unless `verify` is
+    False) and load the tables and arrays."""
     bundle_dir = Path(bundle_dir).resolve()
-    manifest = read_manifest(bundle_dir)
+    manifest = read_manifest(bundle_dir, key)
     if verify:
         verify_files(bundle_dir, manifest)
     n_items, n_users, dim = manifest["n_items"], manifest["n_users"], manifest["embedding_dim"]

@@ -7,7 +7,10 @@ a commit is in flight are committed together in the next transaction: one fsync 
 requests. Several server workers may share one database file (SQLite serialises their writers).
 
 `export_feedback(db, out)` turns the log into a CSV table that `recsys.data.formats.load` reads
-(format "table"), so feedback becomes training data.
+(format "table"), so feedback becomes training data. Because anyone who can post feedback can try to
+steer that training data, every event keeps the client address it came from and whether its user and
+item were known to the served bundle; the export leaves out flagged unknown items and, on request,
+every event of a client or user that posted more than a given number of events in one hour.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -36,9 +39,14 @@ CREATE TABLE IF NOT EXISTS events (
     value REAL,
     timestamp INTEGER NOT NULL,
     received_at REAL NOT NULL,
-    bundle_version TEXT
+    bundle_version TEXT,
+    client TEXT,
+    user_known INTEGER,
+    item_known INTEGER
 )
 """
+# Columns added after the first release of the log: opened logs without them get them (NULL in old rows).
+ADDED_COLUMNS = {"client": "TEXT", "user_known": "INTEGER", "item_known": "INTEGER"}
 _BATCH_LIMIT = 512  # requests folded into one transaction at most
 
 
@@ -53,6 +61,9 @@ class Event:
     kind: str
     value: float | None
     timestamp: int
+    client: str | None = None  # the address it was posted from
+    user_known: bool | None = None  # did the served bundle know the user / the item
+    item_known: bool | None = None
 
 
 def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -74,6 +85,10 @@ class FeedbackLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._connection = _connect(self.path, synchronous)
             self._connection.execute(SCHEMA)
+            present = {row[1] for row in self._connection.execute("PRAGMA table_info(events)")}
+            for column, kind in ADDED_COLUMNS.items():
+                if column not in present:
+                    self._connection.execute(f"ALTER TABLE events ADD COLUMN {column} {kind}")
         except (OSError, sqlite3.Error) as error:
             raise FeedbackError(f"feedback log {self.path}: cannot open ({error})") from None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
@@ -117,9 +132,10 @@ class FeedbackLog:
                 ids = []
                 for event in events:
                     cursor.execute(
-                        "INSERT INTO events (user_id, item_id, kind, value, timestamp, received_at, bundle_version)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (event.user_id, event.item_id, event.kind, event.value, event.timestamp, received, version))
+                        "INSERT INTO events (user_id, item_id, kind, value, timestamp, received_at, bundle_version,"
+                        " client, user_known, item_known) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (event.user_id, event.item_id, event.kind, event.value, event.timestamp, received, version,
+                         event.client, event.user_known, event.item_known))
                     ids.append(cursor.lastrowid)
                 results.append(ids)
             cursor.execute("COMMIT")
@@ -149,17 +165,34 @@ class FeedbackLog:
 @dataclass(frozen=True)
 class ExportCounts:
     written: int
-    skipped: dict[str, int]
+    skipped: dict[str, int]  # events left out, by kind (other kinds) or reason ("unknown item")
+    dropped_clients: dict[str, int] = field(default_factory=dict)  # client address -> events dropped
+    dropped_users: dict[str, int] = field(default_factory=dict)  # user id -> events dropped (beyond its client's)
+
+
+def _over_rate(reader: sqlite3.Connection, column: str, per_hour: int | None) -> set[str]:
+    """Values of `column` with more than `per_hour` events in one clock hour of arrival (received_at:
+    the server's clock, which a client cannot set)."""
+    if per_hour is None:
+        return set()
+    rows = reader.execute(f"SELECT {column} FROM events WHERE {column} IS NOT NULL "
+                          f"GROUP BY {column}, CAST(received_at / 3600 AS INTEGER) HAVING COUNT(*) > ?", (per_hour,))
+    return {row[0] for row in rows}
 
 
 def export_feedback(db: Path | str, out: Path | str, target: str = "implicit", positive_rating: float = 4.0,
-                    kinds: Sequence[str] = KINDS) -> ExportCounts:
+                    kinds: Sequence[str] = KINDS, keep_unknown_items: bool = False,
+                    max_client_events_per_hour: int | None = None,
+                    max_user_events_per_hour: int | None = None) -> ExportCounts:
     """Write the event log as a CSV table that `recsys.data.formats.load(out, format="table")` reads.
 
     target "implicit": columns user,item,timestamp,label; click and purchase are label 1, skip is
     label 0, a rating is label 1 when its value >= `positive_rating` and 0 otherwise.
     target "rating": columns user,item,timestamp,rating from rating events only.
     Events left out (other kinds, or kinds not in `kinds`) are counted, logged and returned.
+    Events the server stored flagged as naming an unknown item are left out unless `keep_unknown_items`.
+    A client address (user id) with more than `max_client_events_per_hour` (`max_user_events_per_hour`)
+    events in any one hour of arrival has all its events dropped; the dropped ones are returned by name.
     Rows keep the log's order (by id, i.e. by arrival).
     """
     if target not in ("implicit", "rating"):
@@ -170,19 +203,38 @@ def export_feedback(db: Path | str, out: Path | str, target: str = "implicit", p
     db, out = Path(db), Path(out)
     if not db.is_file():
         raise FeedbackError(f"feedback log {db} does not exist")
+    for name, limit in (("max_client_events_per_hour", max_client_events_per_hour),
+                        ("max_user_events_per_hour", max_user_events_per_hour)):
+        if limit is not None and limit < 1:
+            raise FeedbackError(f"{name} must be >= 1, got {limit}")
     try:
         reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30.0)
-        rows = reader.execute("SELECT user_id, item_id, kind, value, timestamp FROM events ORDER BY id")
+        present = {row[1] for row in reader.execute("PRAGMA table_info(events)")}
+        extra = ", ".join(column if column in present else "NULL" for column in ADDED_COLUMNS)
+        noisy_clients = _over_rate(reader, "client", max_client_events_per_hour) if "client" in present else set()
+        noisy_users = _over_rate(reader, "user_id", max_user_events_per_hour)
+        rows = reader.execute(f"SELECT user_id, item_id, kind, value, timestamp, {extra} FROM events ORDER BY id")
     except sqlite3.Error as error:
         raise FeedbackError(f"feedback log {db}: cannot read ({error})") from None
     skipped: dict[str, int] = {}
+    dropped_clients: dict[str, int] = {}
+    dropped_users: dict[str, int] = {}
     written = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
     with open(partial, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["user", "item", "timestamp", "label" if target == "implicit" else "rating"])
-        for user, item, kind, value, timestamp in rows:
+        for user, item, kind, value, timestamp, client, _, item_known in rows:
+            if client in noisy_clients:
+                dropped_clients[client] = dropped_clients.get(client, 0) + 1
+                continue
+            if user in noisy_users:
+                dropped_users[user] = dropped_users.get(user, 0) + 1
+                continue
+            if item_known == 0 and not keep_unknown_items:
+                skipped["unknown item"] = skipped.get("unknown item", 0) + 1
+                continue
             if kind not in kinds or (target == "rating" and kind != "rating"):
                 skipped[kind] = skipped.get(kind, 0) + 1
                 continue
@@ -199,5 +251,10 @@ def export_feedback(db: Path | str, out: Path | str, target: str = "implicit", p
     if skipped:
         log.warning("export-feedback: left out %d events (%s) for target %r",
                     sum(skipped.values()), ", ".join(f"{k}: {n}" for k, n in sorted(skipped.items())), target)
+    for what, dropped, limit in (("clients", dropped_clients, max_client_events_per_hour),
+                                 ("users", dropped_users, max_user_events_per_hour)):
+        if dropped:
+            log.warning("export-feedback: dropped %d events of %d %s over %d events/hour", sum(dropped.values()),
+                        len(dropped), what, limit)
     log.info("export-feedback: wrote %d rows to %s", written, out)
-    return ExportCounts(written, skipped)
+    return ExportCounts(written, skipped, dropped_clients, dropped_users)

@@ -111,6 +111,9 @@ class GenerativeRanker:
             return ort.InferenceSession(str(path / name), options, providers=["CPUExecutionProvider"])
 
         graphs = spec["graphs"]
+        unlisted = sorted(str(name) for name in graphs.values() if name not in data.manifest["files"])
+        if unlisted:  # every file read must be one that verify_files checked
+            raise BundleError(path, f"generative.graphs name files not listed in manifest.json: {unlisted}")
         self.encoder, self.decoder = session(graphs["encoder"]), session(graphs["decoder_step"])
         codes = np.load(path / graphs["semantic_ids"], allow_pickle=False)
         if codes.dtype != np.int64 or codes.shape != (data.n_items, len(spec["level_sizes"])):

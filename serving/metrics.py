@@ -49,6 +49,20 @@ class ServiceMetrics:
         self.batch_size = Histogram("serving_recommend_batch_size", "queries answered together in one micro-batch",
                                     buckets=BATCH_SIZE_BUCKETS, registry=registry)
         self.reloads = Counter("serving_reloads_total", "bundle reloads by outcome", ["outcome"], registry=registry)
+        self.auth_failures = Counter("serving_auth_failures_total", "requests with a missing or wrong bearer token",
+                                     registry=registry)
+        self.auth_throttled = Counter("serving_auth_throttled_total",
+                                      "requests refused (429) after too many failed tokens from their address",
+                                      registry=registry)
+        self.feedback_throttled = Counter("serving_feedback_throttled_total",
+                                          "feedback requests refused (429) by the per-client rate limit",
+                                          registry=registry)
+        self.feedback_unknown_items = Counter("serving_feedback_unknown_items_total",
+                                              "feedback events naming an item the bundle does not know, by action",
+                                              ["action"], registry=registry)
+        self.feedback_unknown_users = Counter("serving_feedback_unknown_users_total",
+                                              "feedback events stored for a user the bundle does not know",
+                                              registry=registry)
         self._current: tuple[str, str, str] | None = None
 
     def set_bundle(self, version: str, kind: str, name: str, n_items: int) -> None:

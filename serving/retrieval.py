@@ -167,8 +167,17 @@ class Retriever:
         return kinds
 
     @classmethod
-    def load(cls, bundle_dir: Path | str, verify: bool = True, threads: int = 1) -> Retriever:
-        return cls(load_bundle_data(bundle_dir, verify=verify), threads=threads)
+    def load(cls, bundle_dir: Path | str, verify: bool = True, threads: int = 1, key: bytes | None = None) -> Retriever:
+        """Validate and load a bundle (with a `key`, only a signed one). Whatever fails - a graph ONNX Runtime
+        cannot parse, an index faiss cannot read, a malformed section - is a BundleError naming the bundle."""
+        data = load_bundle_data(bundle_dir, verify=verify, key=key)
+        try:
+            return cls(data, threads=threads)
+        except BundleError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the libraries below raise anything on a malformed file
+            first = (str(error).strip().splitlines() or [""])[0][:300]
+            raise BundleError(data.path, f"cannot be loaded ({type(error).__name__}: {first})") from None
 
     def _search_params(self, params: dict) -> dict:
         """Search-time knobs of an approximate index, applied per query (the index file may not keep them)."""

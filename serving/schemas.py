@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from serving.guards import is_valid_text
 
 MAX_K = 1000
 MAX_RECENT_ITEMS = 200
@@ -18,8 +20,21 @@ MAX_DEMOGRAPHICS = 64
 MAX_TASTES = 100
 TRAIT_BOUND = 1e4  # far beyond any questionnaire scale; keeps the ranker's scores finite
 
-Identifier = Annotated[str, Field(min_length=1, max_length=256)]
-CategoryName = Annotated[str, Field(max_length=256)]
+
+
+def _plain_text(value: str) -> str:
+    # A lone surrogate ("\ud800") parses from JSON but cannot be written back as UTF-8 (a reply that
+    # echoes it, a log, the event log); a NUL breaks C-level consumers of the ids. Both are 422.
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    if not is_valid_text(value):
+        raise ValueError("must be valid Unicode text (a lone surrogate such as \\ud800 is not)")
+    return value
+
+
+PlainText = AfterValidator(_plain_text)
+Identifier = Annotated[str, Field(min_length=1, max_length=256), PlainText]
+CategoryName = Annotated[str, Field(max_length=256), PlainText]
 
 
 class Strict(BaseModel):
@@ -37,7 +52,7 @@ class Filters(Strict):
 
 
 TraitScore = Annotated[float, Field(allow_inf_nan=False, ge=-TRAIT_BOUND, le=TRAIT_BOUND)] | None
-DemographicValue = Annotated[str, Field(max_length=256)] | Annotated[
+DemographicValue = Annotated[str, Field(max_length=256), PlainText] | Annotated[
     float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)] | None
 
 
@@ -56,16 +71,16 @@ class ProfileQuery(Strict):
     """A user the model never saw, described by what the personality ranker reads."""
 
     traits: Traits = Field(default_factory=Traits)
-    demographics: dict[Annotated[str, Field(min_length=1, max_length=64)], DemographicValue] = Field(
+    demographics: dict[Annotated[str, Field(min_length=1, max_length=64), PlainText], DemographicValue] = Field(
         default_factory=dict, max_length=MAX_DEMOGRAPHICS,
         description="demographic field -> raw value (a category, or a number for a binned field); an unknown "
                     "field is a 422, a value never seen in training carries no signal (warning)")
-    tastes: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+    tastes: list[Annotated[str, Field(min_length=1, max_length=256), PlainText]] = Field(
         default_factory=list, max_length=MAX_TASTES,
         description="stated tastes (the training data's taste tokens); unseen tokens are ignored with a warning")
 
 
-Preference = Annotated[str, Field(min_length=1, max_length=MAX_PREFERENCE_CHARS)]
+Preference = Annotated[str, Field(min_length=1, max_length=MAX_PREFERENCE_CHARS), PlainText]
 
 
 class RecommendRequest(Strict):
@@ -142,13 +157,15 @@ class FeedbackResponse(BaseModel):
 
 class ReloadRequest(Strict):
     bundle: str | None = Field(None, min_length=1, max_length=4096,
-                               description="bundle directory on the server; default: reload the current one")
+                               description="a bundle directory inside the server's bundle root (`--bundle-root`): "
+                                           "its name, or a path that resolves inside the root; default: reload the "
+                                           "current one")
 
 
 class ReloadResponse(BaseModel):
     previous_version: str | None
     bundle_version: str
-    bundle: str
+    bundle: str = Field(description="the bundle now served, relative to the bundle root")
     seconds: float
 
 

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 SETTINGS_ENV = "PREFENGINE_SERVING_SETTINGS"
+MIN_TOKEN_CHARS = 32  # a bearer token shorter than this is guessable; the server refuses to start with one
 
 
 class SettingsError(ValueError):
@@ -39,6 +40,22 @@ class Settings:
         one by one in float16.
     batch_max_excluded: a query excluding more items than this (seen items, exclude_items,
         category filters) takes the single-query filtered scan instead of the shared one.
+    bundle_root: the directory reloads may load bundles from (a name, or a path that resolves
+        inside it); default: the parent of `bundle`.
+    header_timeout_s: a client that has not sent its request line and headers within this many
+        seconds of starting them gets 408 and the connection closes (slow-header clients).
+    body_timeout_s: the whole request body must arrive within this many seconds of the headers, else
+        408 and the connection closes (a body shorter than its Content-Length).
+    docs: serve /openapi.json (the HTML /docs pages are never served: they load assets from a CDN);
+        False (`--no-docs`) for production.
+    admin_max_failures / admin_failure_window_s: that many failed bearer tokens (admin or feedback)
+        from one client address within the window are answered 429 until the window passes.
+    feedback_token_env: the environment variable that holds the bearer token feedback writers must
+        send; no token is asked while it is unset or empty.
+    feedback_rate_per_s / feedback_burst: events per second each client address may post to
+        /v1/feedback, and how many at once (a token bucket); 0 turns the limit off.
+    feedback_unknown_items: "reject" (an event naming an item the served bundle does not know is a
+        422) or "flag" (it is stored with item_known = 0, counted, and left out by export-feedback).
     """
 
     bundle: str
@@ -55,6 +72,16 @@ class Settings:
     batch_max_size: int = 32
     batch_min_shared: int = 6
     batch_max_excluded: int = 1024
+    bundle_root: str | None = None
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    docs: bool = True
+    admin_max_failures: int = 5
+    admin_failure_window_s: float = 60.0
+    feedback_token_env: str = "PREFENGINE_FEEDBACK_TOKEN"
+    feedback_rate_per_s: float = 100.0
+    feedback_burst: int = 2000
+    feedback_unknown_items: str = "reject"
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -80,7 +107,20 @@ class Settings:
                 raise SettingsError(f"setting '{name}' must be >= 1, got {getattr(self, name)}")
         if self.batch_max_excluded < 0:
             raise SettingsError(f"setting 'batch_max_excluded' must be >= 0, got {self.batch_max_excluded}")
+        for name in ("header_timeout_s", "body_timeout_s", "admin_failure_window_s"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise SettingsError(f"setting '{name}' must be in (0, 3600] seconds, got {getattr(self, name)}")
+        if self.admin_max_failures < 1:
+            raise SettingsError(f"setting 'admin_max_failures' must be >= 1, got {self.admin_max_failures}")
+        if self.feedback_rate_per_s < 0:
+            raise SettingsError(f"setting 'feedback_rate_per_s' must be >= 0 (0: no limit), got {self.feedback_rate_per_s}")
+        if self.feedback_burst < 1:
+            raise SettingsError(f"setting 'feedback_burst' must be >= 1, got {self.feedback_burst}")
+        if self.feedback_unknown_items not in ("reject", "flag"):
+            raise SettingsError(f"setting 'feedback_unknown_items' must be reject or flag, got {self.feedback_unknown_items!r}")
         object.__setattr__(self, "bundle", str(Path(self.bundle).resolve()))
+        root = Path(self.bundle).parent if self.bundle_root is None else Path(self.bundle_root).resolve()
+        object.__setattr__(self, "bundle_root", str(root))
 
     @classmethod
     def from_mapping(cls, values: dict, where: str = "settings") -> Settings:
@@ -101,3 +141,18 @@ class Settings:
         if not raw:
             raise SettingsError(f"{SETTINGS_ENV} is not set; start the server with `python -m serving --bundle DIR`")
         return cls.from_mapping(json.loads(raw), where=SETTINGS_ENV)
+
+
+def bearer_token(variable: str) -> str:
+    """The token in environment variable `variable` ("" when unset: that endpoint takes no token / is closed);
+    SettingsError for a token shorter than MIN_TOKEN_CHARS."""
+    token = os.environ.get(variable, "")
+    if token and len(token) < MIN_TOKEN_CHARS:
+        raise SettingsError(f"{variable} holds a token of {len(token)} characters; use at least {MIN_TOKEN_CHARS} "
+                            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return token
+
+
+def check_tokens(settings: Settings) -> tuple[str, str]:
+    """The admin and feedback tokens of `settings`, each checked by `bearer_token`."""
+    return bearer_token(settings.admin_token_env), bearer_token(settings.feedback_token_env)

@@ -83,15 +83,19 @@ def rewrite_file(bundle: Path, name: str, payload: bytes) -> None:
     (bundle / "manifest.json").write_text(json.dumps(manifest))
 
 
+# Variables the server reads, kept from the test process's environment only when a test sets them.
+SERVER_ENV = ("PREFENGINE_ADMIN_TOKEN", "PREFENGINE_FEEDBACK_TOKEN", "PREFENGINE_BUNDLE_KEY", "PROMETHEUS_MULTIPROC_DIR")
+
+
 # --- a real server -------------------------------------------------------------------------------
 class Server:
     """`python -m serving` in a subprocess on a free loopback port."""
 
     def __init__(self, bundle: Path, feedback_db: Path, token: str | None = None, workers: int = 1,
-                 extra: tuple[str, ...] = ()):
+                 extra: tuple[str, ...] = (), env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if k not in ("PREFENGINE_ADMIN_TOKEN", "PROMETHEUS_MULTIPROC_DIR")}
+        env = {**{k: v for k, v in os.environ.items() if k not in SERVER_ENV}, **(env or {})}
         if token is not None:
             env["PREFENGINE_ADMIN_TOKEN"] = token
         # A file, not a pipe: nobody reads a pipe while the test runs, and a full one would stall the server.
@@ -120,8 +124,9 @@ class Server:
 
 # --- in-process apps and checkpoints of real models --------------------------------------------
 @contextlib.contextmanager
-def in_process_client(bundle: Path, feedback_db: Path, token: str | None = None):
-    """FastAPI's TestClient around an app already serving `bundle` (the lifespan runs, as in a server)."""
+def in_process_client(bundle: Path, feedback_db: Path, token: str | None = None, **settings):
+    """FastAPI's TestClient around an app already serving `bundle` (the lifespan runs, as in a server);
+    `settings` are further `Settings` fields (bundle_root, ...)."""
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
@@ -132,7 +137,7 @@ def in_process_client(bundle: Path, feedback_db: Path, token: str | None = None)
     if token is not None:
         os.environ["PREFENGINE_ADMIN_TOKEN"] = token
     try:
-        app = create_app(Settings(bundle=str(bundle), feedback_db=str(feedback_db)), Retriever.load(bundle))
+        app = create_app(Settings(bundle=str(bundle), feedback_db=str(feedback_db), **settings), Retriever.load(bundle))
     finally:
         os.environ.pop("PREFENGINE_ADMIN_TOKEN", None)
         if saved is not None:

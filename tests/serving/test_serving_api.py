@@ -15,7 +15,7 @@ from serving.app import create_app
 from serving.retrieval import Retriever
 from serving.settings import Settings
 
-TOKEN = "test-token-123"
+TOKEN = "test-token-0123456789-abcdefghijklmnop"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,8 @@ def retriever(bundle_dir):
 @pytest.fixture
 def client(bundle_dir, retriever, tmp_path, monkeypatch):
     monkeypatch.setenv("PREFENGINE_ADMIN_TOKEN", TOKEN)
-    settings = Settings(bundle=str(bundle_dir), feedback_db=str(tmp_path / "events.sqlite"), max_body_bytes=4096)
+    settings = Settings(bundle=str(bundle_dir), feedback_db=str(tmp_path / "events.sqlite"), max_body_bytes=4096,
+                        bundle_root=str(tmp_path))
     with TestClient(create_app(settings, retriever)) as test_client:
         yield test_client
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from serving_helpers import copy_bundle
 
-TOKEN = "e2e-token"
+TOKEN = "e2e-token-0123456789-abcdefghijklmnop"
 
 
 def test_real_server_answers_like_the_retriever(start_server, bundle_dir):
@@ -29,7 +29,8 @@ def test_real_server_answers_like_the_retriever(start_server, bundle_dir):
 
 def test_sigkill_while_posting_feedback_loses_no_acknowledged_event(start_server, bundle_dir, tmp_path):
     db = tmp_path / "durable.sqlite"
-    server = start_server(bundle_dir, feedback_db=db)
+    # Items named by their event number are unknown to the bundle: stored flagged rather than refused.
+    server = start_server(bundle_dir, feedback_db=db, extra=("--feedback-unknown-items", "flag"))
     acknowledged: dict[str, int] = {}
     lock = threading.Lock()
     stop = threading.Event()
@@ -83,8 +84,9 @@ def _hammer(url: str, stop: threading.Event, results: list, user: str = "user-5"
 def test_reload_under_concurrent_load_fails_no_request(start_server, bundle_dir, tmp_path):
     second = copy_bundle(bundle_dir, tmp_path / "second", version="second")
     broken = copy_bundle(bundle_dir, tmp_path / "broken", version="broken")
+    copy_bundle(bundle_dir, tmp_path / "first")  # the same bundle, inside the bundle root
     (broken / "item_vectors.npy").write_bytes(b"\x93NUMPY garbage")
-    server = start_server(bundle_dir, token=TOKEN)
+    server = start_server(bundle_dir, token=TOKEN, extra=("--bundle-root", str(tmp_path)))
     first = httpx.get(f"{server.url}/readyz").json()["bundle_version"]
     stop, results = threading.Event(), []
     threads = [threading.Thread(target=_hammer, args=(server.url, stop, results)) for _ in range(4)]
@@ -93,7 +95,7 @@ def test_reload_under_concurrent_load_fails_no_request(start_server, bundle_dir,
     headers = {"Authorization": f"Bearer {TOKEN}"}
     outcomes = []
     with httpx.Client(base_url=server.url, headers=headers, timeout=30.0) as admin:
-        for target in (second, broken, bundle_dir, second):
+        for target in (second, broken, second.with_name("first"), second):
             time.sleep(0.3)
             outcomes.append(admin.post("/v1/admin/reload", json={"bundle": str(target)}).status_code)
         time.sleep(0.3)
@@ -111,7 +113,7 @@ def test_reload_under_concurrent_load_fails_no_request(start_server, bundle_dir,
 
 def test_with_two_workers_a_reload_reaches_both(start_server, bundle_dir, tmp_path):
     second = copy_bundle(bundle_dir, tmp_path / "second", version="second")
-    server = start_server(bundle_dir, token=TOKEN, workers=2)
+    server = start_server(bundle_dir, token=TOKEN, workers=2, extra=("--bundle-root", str(tmp_path)))
     response = httpx.post(f"{server.url}/v1/admin/reload", json={"bundle": str(second)},
                           headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30.0)
     assert response.status_code == 200

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from serving_helpers import in_process_client, post_recommend
 from recsys.data.interactions import BIG_FIVE
 from recsys.models.personality import PersonalityRecommender
 
-TOKEN = "profile-token"
+TOKEN = "profile-token-0123456789-abcdefghijklmnop"
 
 
 @pytest.fixture
@@ -132,7 +133,8 @@ def test_embedding_bundles_ignore_profiles_and_preferences_with_warnings(bundle_
 
 
 def test_reload_swaps_between_an_embedding_and_a_personality_bundle(bundle_dir, personality, tmp_path):
-    with in_process_client(bundle_dir, tmp_path / "events.sqlite", token=TOKEN) as client:
+    root = os.path.commonpath([bundle_dir, personality.path])  # reloads load bundles from inside one root
+    with in_process_client(bundle_dir, tmp_path / "events.sqlite", token=TOKEN, bundle_root=root) as client:
         body = {"profile": {"traits": {"openness": 4.0}}, "k": 3}
         assert post_recommend(client, **body)["scorer"] == "popularity"
         headers = {"Authorization": f"Bearer {TOKEN}"}
