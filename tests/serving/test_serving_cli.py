@@ -13,6 +13,10 @@ from serving import cli
     ("port: 8000\n", "give --bundle DIR"),
     ("- just\n- a list\n", "must hold a mapping of settings"),
     ("bundle: [unclosed\n", "not valid YAML"),
+    ("bundle: x\nheader_timeout_s: 0\n", "setting 'header_timeout_s' must be in (0, 3600] seconds"),
+    ("bundle: x\nlimit_concurrency: 0\n", "limit_concurrency must be a positive integer, got 0"),
+    ("bundle: x\nfeedback_unknown_items: drop\n", "'feedback_unknown_items' must be reject or flag"),
+    ("bundle: x\nfeedback_rate_per_s: -1\n", "'feedback_rate_per_s' must be >= 0"),
 ])
 def test_bad_settings_are_named(tmp_path, capsys, config, fragment):
     path = tmp_path / "serving.yaml"

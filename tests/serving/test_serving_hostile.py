@@ -117,11 +117,14 @@ def still_serving(client, version: str) -> None:
     assert answer.status_code == 200 and answer.json()["bundle_version"] == version
 
 
-@pytest.mark.parametrize("target", ["../current", "current/../current", "/proc/1", "/etc", "/", "nul\x00name",
-                                    "outside-link", "no-such-bundle"])
+@pytest.mark.parametrize("target", ["<a valid bundle outside the root>", "<the same, through ..>", "outside-link",
+                                    "../current", "current/../current", "/proc/1", "/etc", "/", "nul\x00name",
+                                    "no-such-bundle"])
 def test_reload_refuses_paths_outside_the_root_and_keeps_serving(client, root, tmp_path_factory, target):
     outside = copy_bundle(root / "current", tmp_path_factory.mktemp("elsewhere") / "bundle", version="outside")
     (root / "outside-link").symlink_to(outside, target_is_directory=True)
+    target = {"<a valid bundle outside the root>": str(outside),
+              "<the same, through ..>": os.path.relpath(outside, root)}.get(target, target)
     version = client.get("/readyz").json()["bundle_version"]
     response = reload(client, target)
     assert response.status_code == 422, response.text
@@ -246,8 +249,14 @@ def test_signed_bundles_only_when_a_key_is_set(world, tmp_path, monkeypatch, bun
 
 
 # --- the admin surface ------------------------------------------------------------------------------------
+def never_serve(self, *args, **kwargs):
+    raise AssertionError("the server started with a short token")
+
+
 @pytest.mark.parametrize("token", ["x", "short-token-31-characters-long!"])
 def test_a_short_admin_token_refuses_to_start(bundle_dir, monkeypatch, capsys, token):
+    monkeypatch.setattr(cli.uvicorn.Server, "run", never_serve)
+    monkeypatch.setattr(cli.uvicorn, "run", never_serve)
     monkeypatch.setenv("PREFENGINE_ADMIN_TOKEN", token)
     assert cli.main(["--bundle", str(bundle_dir)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
@@ -255,6 +264,8 @@ def test_a_short_admin_token_refuses_to_start(bundle_dir, monkeypatch, capsys, t
 
 
 def test_a_short_feedback_token_refuses_to_start(bundle_dir, monkeypatch, capsys):
+    monkeypatch.setattr(cli.uvicorn.Server, "run", never_serve)
+    monkeypatch.setattr(cli.uvicorn, "run", never_serve)
     monkeypatch.delenv("PREFENGINE_ADMIN_TOKEN", raising=False)
     monkeypatch.setenv("PREFENGINE_FEEDBACK_TOKEN", "abc")
     assert cli.main(["--bundle", str(bundle_dir)]) == 2
