@@ -148,7 +148,7 @@ def test_non_finite_numbers_and_unusual_strings_get_no_server_error(hostile_sche
                                   headers={"Authorization": f"Bearer {TOKEN}"})
 
     @given(case=hostile_case(cases))
-    @settings(max_examples=60, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
     def fuzz(case):
         response = case.call()
