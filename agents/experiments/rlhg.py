@@ -36,6 +36,7 @@ from recsys.errors import UserInputError
 log = logging.getLogger(__name__)
 
 COLLAB, RECSIM = "prefengine/Collab-v0", "prefengine/RecSim-v0"
+BETA_SCHEDULES = ("matched", "none", "rlhg-only")
 # How each metric reads in the report; higher is better for all of them.
 METRIC_NAMES = {"return": "return", "human_goal_return": "human_goal"}
 
@@ -52,6 +53,9 @@ class Setting:
     alpha: float = 0.5
     alphas: tuple[float, ...] = (0.25, 0.5, 1.0)
     beta: float = 0.2
+    # Who gets the beta agent-only episodes: "matched" (naive and RLHG, the same schedule), "none"
+    # (neither: beta 0 for both) or "rlhg-only" (RLHG alone, as the first version of this experiment).
+    beta_schedule: str = "matched"
     eval_episodes: int = 500
 
 
@@ -93,9 +97,9 @@ def run_task(task: dict) -> dict:
         module = PPO(total_timesteps=setting.finetune_timesteps, init_from=task["base_checkpoint"], **common)
     elif kind == "naive":
         module = PPO(total_timesteps=setting.finetune_timesteps, human_reward_coef=alpha,
-                     init_from=task["base_checkpoint"], **common)
+                     agent_only_fraction=naive_beta(setting), init_from=task["base_checkpoint"], **common)
     else:
-        module = RLHG(base_checkpoint=task["base_checkpoint"], alpha=alpha, beta=setting.beta,
+        module = RLHG(base_checkpoint=task["base_checkpoint"], alpha=alpha, beta=rlhg_beta(setting),
                       human_value_timesteps=setting.human_value_timesteps,
                       total_timesteps=setting.finetune_timesteps, **common)
     start = time.perf_counter()
@@ -111,7 +115,16 @@ def run_task(task: dict) -> dict:
                            seed=1_000_000 + seed)
     metrics = {METRIC_NAMES.get(k, k): v["mean"] for k, v in summarize(records).items()}
     return {**task, "name": name, "checkpoint": str(checkpoint), "metrics": metrics,
-            "seconds": time.perf_counter() - start}
+            "agent_only": module.agent_only.counts(), "seconds": time.perf_counter() - start}
+
+
+def naive_beta(setting: Setting) -> float:
+    """The naive agent's share of agent-only episodes under the setting's beta schedule."""
+    return setting.beta if setting.beta_schedule == "matched" else 0.0
+
+
+def rlhg_beta(setting: Setting) -> float:
+    return 0.0 if setting.beta_schedule == "none" else setting.beta
 
 
 def run_tasks(env_id: str, setting: Setting, seeds: list[int], out: Path, workers: int) -> list[dict]:
@@ -187,6 +200,31 @@ def compare(agent: dict, reference: dict) -> dict:
                                                                         reference["per_seed"][task_metric])]}
 
 
+def paired_test(a: list[float], b: list[float], level: float = 0.05) -> dict:
+    """Paired t-test over seeds of a - b: mean and sd of the differences, p, and ahead / tied / behind."""
+    from scipy import stats
+
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    sd = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+    if len(diff) < 2 or sd == 0.0:
+        p = 1.0 if not diff.any() else (0.0 if len(diff) > 1 else float("nan"))
+    else:
+        p = float(stats.ttest_rel(a, b).pvalue)
+    verdict = "tied" if not p < level else ("ahead" if diff.mean() > 0 else "behind")
+    return {"mean_difference": float(diff.mean()), "sd_difference": sd, "per_seed_difference": diff.tolist(),
+            "p_value": p, "verdict": verdict, "seeds": len(diff)}
+
+
+def rlhg_versus_naive(results: dict, task_metric: str) -> dict:
+    """At every alpha, RLHG minus naive on the human goal and the task metric (paired over seeds)."""
+    out = {}
+    for alpha, rlhg in results["alpha_sweep"]["rlhg"].items():
+        naive = results["alpha_sweep"]["naive"][alpha]
+        out[alpha] = {metric: paired_test(rlhg["per_seed"][metric], naive["per_seed"][metric])
+                      for metric in ("human_goal", task_metric)}
+    return out
+
+
 def cpu_seconds() -> float:
     """CPU time of this process and its finished workers: what the run costs on unshared cores."""
     own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -220,8 +258,12 @@ def build_results(runs: list[dict], env_id: str, setting: Setting, seeds: list[i
         results[f"comparison_with_{reference}"] = {kind: compare(results[kind], results[reference])
                                                    for kind in ("naive", "rlhg")}
     results["checks"] = checks(results)
+    results["rlhg_vs_naive"] = rlhg_versus_naive(results, results["comparison_with_base"]["rlhg"]["task_metric"])
     results["meta"] = {"env": env_id, "seeds": seeds, "setting": asdict(setting), "wall_seconds": wall,
                        "cpu_seconds": cpu_seconds(), "workers": workers, "cpus": os.cpu_count(),
+                       "beta_schedule": setting.beta_schedule,
+                       "agent_only_fraction": {"naive": naive_beta(setting), "rlhg": rlhg_beta(setting)},
+                       "agent_only_counts": {r["name"]: r["agent_only"] for r in runs},
                        "seconds_per_agent": {r["name"]: r["seconds"] for r in runs}}
     return results
 
@@ -275,7 +317,9 @@ def write_report(results: dict, path: Path, command: str) -> None:
     metrics = ["human_goal", task_metric] + [m for m in ("return", "length") if m != task_metric]
     lines = [f"# RLHG experiment: {meta['env']}", "", f"Command: `{command}`", "",
              f"Seeds {meta['seeds']}; {meta['setting']['eval_episodes']} evaluation episodes per agent and seed; "
-             f"alpha = {results['rlhg']['alpha']:g}, beta = {meta['setting']['beta']:g}; wall time "
+             f"alpha = {results['rlhg']['alpha']:g}, beta = {meta['setting']['beta']:g} (schedule "
+             f"{meta['beta_schedule']}: agent-only share naive {meta['agent_only_fraction']['naive']:g}, "
+             f"RLHG {meta['agent_only_fraction']['rlhg']:g}); wall time "
              f"{meta['wall_seconds'] / 60:.1f} min with {meta['workers']} worker process(es) on {meta['cpus']} CPUs "
              f"({meta['cpu_seconds'] / 60:.1f} CPU-minutes in all).", "",
              "Agents: base = PPO on the env reward; continued = the base trained on for the fine-tuning budget, "
@@ -301,8 +345,23 @@ def write_report(results: dict, path: Path, command: str) -> None:
     for alpha in results["alpha_sweep"]["rlhg"]:
         r, n = results["alpha_sweep"]["rlhg"][alpha], results["alpha_sweep"]["naive"][alpha]
         lines.append(f"| {alpha} | {r['human_goal']:.3f} | {r[task_metric]:.3f} | {n['human_goal']:.3f} | {n[task_metric]:.3f} |")
-    lines += ["", "![alpha trade-off](alpha_tradeoff.png)", ""]
+    lines += ["", "## RLHG minus naive (paired t-test over seeds)", "", render_versus_naive(results), "",
+              "![alpha trade-off](alpha_tradeoff.png)", ""]
     path.write_text("\n".join(lines))
+
+
+def render_versus_naive(results: dict) -> str:
+    """Markdown table of RLHG minus naive at every alpha: mean ± sd of the per-seed differences, p, verdict."""
+    task_metric = results["comparison_with_base"]["rlhg"]["task_metric"]
+    lines = [f"| alpha | human goal: RLHG - naive (mean ± sd) | p | verdict | {task_metric}: RLHG - naive | p | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for alpha, tests in results["rlhg_vs_naive"].items():
+        cells = []
+        for metric in ("human_goal", task_metric):
+            t = tests[metric]
+            cells += [f"{t['mean_difference']:+.3f} ± {t['sd_difference']:.3f}", f"{t['p_value']:.3g}", t["verdict"]]
+        lines.append(f"| {alpha} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def parse_floats(text: str, name: str) -> tuple[float, ...]:
@@ -323,6 +382,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--alpha", type=float, default=None, help="the alpha reported as 'rlhg' and 'naive'")
     parser.add_argument("--alphas", default=None, help="comma-separated alpha sweep (must include --alpha)")
     parser.add_argument("--beta", type=float, default=None, help="fraction of agent-only episodes")
+    parser.add_argument("--beta-schedule", choices=BETA_SCHEDULES, default=None,
+                        help="who gets the beta agent-only episodes: matched = naive and RLHG alike (default), "
+                             "none = neither (beta 0 for both), rlhg-only = RLHG alone (the unmatched first version)")
     parser.add_argument("--base-timesteps", type=int, default=None)
     parser.add_argument("--finetune-timesteps", type=int, default=None)
     parser.add_argument("--human-value-timesteps", type=int, default=None)
@@ -338,7 +400,7 @@ def setting_from_args(args: argparse.Namespace) -> Setting:
         raise UserInputError(f"--env {args.env!r}: the rlhg experiment runs in {sorted(SETTINGS)}")
     setting = SETTINGS[args.env]
     changes: dict = {}
-    for name in ("alpha", "beta", "base_timesteps", "finetune_timesteps", "human_value_timesteps", "eval_episodes"):
+    for name in ("alpha", "beta", "beta_schedule", "base_timesteps", "finetune_timesteps", "human_value_timesteps", "eval_episodes"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.alphas is not None:
