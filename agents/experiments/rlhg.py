@@ -91,6 +91,9 @@ def run_task(task: dict) -> dict:
     out, kind, seed, alpha = Path(task["out"]), task["kind"], task["seed"], task.get("alpha")
     name = f"{kind}_seed{seed}" if alpha is None else f"{kind}_alpha{alpha:g}_seed{seed}"
     common = dict(env_id=task["env_id"], env_kwargs=setting.env_kwargs, seed=seed, **setting.ppo)
+    reused = Path(task["reuse_dir"]) / "checkpoints" / f"{name}.ckpt" if task.get("reuse_dir") else None
+    if kind in ("base", "continued") and reused is not None and reused.exists():
+        return evaluate_saved(task, name, reused)
     if kind == "base":
         module = PPO(total_timesteps=setting.base_timesteps, **common)
     elif kind == "continued":  # the control: as much more training as the fine-tunes get, env reward only
@@ -118,6 +121,22 @@ def run_task(task: dict) -> dict:
             "agent_only": module.agent_only.counts(), "seconds": time.perf_counter() - start}
 
 
+def evaluate_saved(task: dict, name: str, checkpoint: Path) -> dict:
+    """A base or continued agent of an earlier run of the same setting (they do not depend on the beta
+    schedule): evaluated again on this run's episodes instead of trained again."""
+    from agents.checkpoints import load_agent
+    from agents.simulate import run_episodes, summarize
+
+    setting, seed = Setting(**task["setting"]), task["seed"]
+    start = time.perf_counter()
+    module = load_agent(checkpoint)
+    records = run_episodes(task["env_id"], setting.env_kwargs, module.policy(seed=seed), setting.eval_episodes,
+                           seed=1_000_000 + seed)
+    metrics = {METRIC_NAMES.get(k, k): v["mean"] for k, v in summarize(records).items()}
+    return {**task, "name": name, "checkpoint": str(checkpoint), "metrics": metrics, "reused": True,
+            "agent_only": module.agent_only.counts(), "seconds": time.perf_counter() - start}
+
+
 def naive_beta(setting: Setting) -> float:
     """The naive agent's share of agent-only episodes under the setting's beta schedule."""
     return setting.beta if setting.beta_schedule == "matched" else 0.0
@@ -127,9 +146,11 @@ def rlhg_beta(setting: Setting) -> float:
     return 0.0 if setting.beta_schedule == "none" else setting.beta
 
 
-def run_tasks(env_id: str, setting: Setting, seeds: list[int], out: Path, workers: int) -> list[dict]:
+def run_tasks(env_id: str, setting: Setting, seeds: list[int], out: Path, workers: int,
+              reuse_dir: Path | None = None) -> list[dict]:
     """Each seed's base agent first, then its fine-tunes; up to `workers` processes at a time."""
-    base = {"env_id": env_id, "setting": asdict(setting), "out": str(out)}
+    base = {"env_id": env_id, "setting": asdict(setting), "out": str(out),
+            "reuse_dir": str(reuse_dir) if reuse_dir else None}
     finetunes = [("continued", None)] + [(kind, alpha) for alpha in setting.alphas for kind in ("rlhg", "naive")]
     total = len(seeds) * (1 + len(finetunes))
     results: list[dict] = []
@@ -391,6 +412,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--eval-episodes", type=int, default=None)
     parser.add_argument("--env-kwargs", default=None, help="JSON object of env constructor arguments")
     parser.add_argument("--ppo", default=None, help="JSON object overriding PPO hyper-parameters of every agent")
+    parser.add_argument("--reuse-base", type=Path, default=None,
+                        help="output folder of an earlier run of the same setting and seeds: its base and continued "
+                             "checkpoints are evaluated instead of trained again (e.g. to run another --beta-schedule)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel training processes")
     return parser.parse_args(argv)
 
@@ -419,6 +443,23 @@ def setting_from_args(args: argparse.Namespace) -> Setting:
     return setting
 
 
+def check_reusable(folder: Path, env_id: str, setting: Setting) -> None:
+    """The earlier run must have trained its base and continued agents exactly as this one would."""
+    path = folder / "results.json"
+    if not path.exists():
+        raise UserInputError(f"--reuse-base {folder}: no results.json (not a finished rlhg experiment)")
+    try:
+        meta = json.loads(path.read_text())["meta"]
+        earlier = meta["setting"]
+    except (ValueError, KeyError):
+        raise UserInputError(f"{path}: not the results of an rlhg experiment") from None
+    keys = ("env_kwargs", "ppo", "base_timesteps", "finetune_timesteps")
+    now = json.loads(json.dumps(asdict(setting)))  # tuples as lists, as in the file
+    differ = [k for k in keys if earlier.get(k) != now[k]] + (["env"] if meta.get("env") != env_id else [])
+    if differ:
+        raise UserInputError(f"--reuse-base {folder}: its run differs in {', '.join(differ)}")
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     setting = setting_from_args(args)
@@ -426,7 +467,9 @@ def main(argv: list[str]) -> int:
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     seeds = list(range(args.seeds))
     start = time.perf_counter()
-    runs = run_tasks(args.env, setting, seeds, out, args.workers)
+    if args.reuse_base is not None:
+        check_reusable(args.reuse_base, args.env, setting)
+    runs = run_tasks(args.env, setting, seeds, out, args.workers, args.reuse_base)
     results = build_results(runs, args.env, setting, seeds, time.perf_counter() - start, args.workers)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plot_tradeoff(results, out / "alpha_tradeoff.png", args.env)

@@ -222,6 +222,23 @@ def test_small_experiment_writes_results_plot_and_report(tmp_path):
     assert versus["per_seed_difference"] == pytest.approx(np.subtract(results["rlhg"]["per_seed"]["human_goal"],
                                                                       results["naive"]["per_seed"]["human_goal"]))
     assert versus["verdict"] in ("ahead", "tied", "behind") and "RLHG minus naive" in (out / "report.md").read_text()
+
+    # the other way, neither agent gets agent-only episodes; base and continued are reused, not retrained
+    args = ["rlhg", "--seeds", "2", "--alpha", "0.5", "--alphas", "0.5", "--base-timesteps", "64",
+            "--finetune-timesteps", "32", "--human-value-timesteps", "32", "--eval-episodes", "4",
+            "--ppo", '{"num_envs": 2, "num_steps": 16, "num_minibatches": 2}', "--workers", "1"]
+    none = tmp_path / "none"
+    assert experiment_main([*args, "--beta-schedule", "none", "--reuse-base", str(out), "--out", str(none)]) == 0
+    other = json.loads((none / "results.json").read_text())
+    assert other["base"]["per_seed"] == results["base"]["per_seed"]  # the same agents on the same episodes
+    assert other["continued"]["per_seed"] == results["continued"]["per_seed"]
+    assert not (none / "checkpoints" / "base_seed0.ckpt").exists()
+    for seed in (0, 1):
+        for kind in ("naive", "rlhg"):
+            counts = other["meta"]["agent_only_counts"][f"{kind}_alpha0.5_seed{seed}"]
+            assert counts["steps"] == 32 and counts["agent_only_steps"] == 0
+    with pytest.raises(UserInputError, match="differs in finetune_timesteps"):
+        experiment_main([*args[:10], "64", *args[11:], "--reuse-base", str(out), "--out", str(tmp_path / "x")])
     with pytest.raises(UserInputError, match="--env"):
         experiment_main(["rlhg", "--env", "prefengine/Delivery-v0", "--out", str(out)])
 
