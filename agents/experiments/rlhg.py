@@ -385,6 +385,89 @@ def render_versus_naive(results: dict) -> str:
     return "\n".join(lines)
 
 
+def docs_record(runs: dict[str, dict], commands: dict[str, str], machine: str) -> dict:
+    """What docs/results/rlhg.json keeps of one env's runs under several beta schedules ({schedule: results}):
+    the commands, sizes, seeds, per-seed values, the paired tests and whether each finding holds."""
+    first = next(iter(runs.values()))
+    task_metric = first["comparison_with_base"]["rlhg"]["task_metric"]
+    metrics = ("human_goal", task_metric)
+    record: dict = {"env": first["meta"]["env"], "task_metric": task_metric, "machine": machine,
+                    "seeds": first["meta"]["seeds"], "schedules": {}}
+    for schedule, results in runs.items():
+        meta = results["meta"]
+        per_seed = {"base": {m: results["base"]["per_seed"][m] for m in metrics},
+                    "continued": {m: results["continued"]["per_seed"][m] for m in metrics}}
+        for kind in ("naive", "rlhg"):
+            for alpha, group in results["alpha_sweep"][kind].items():
+                per_seed[f"{kind}_alpha{alpha}"] = {m: group["per_seed"][m] for m in metrics}
+        versus_continued = {f"{kind}_alpha{alpha}": {m: paired_test(per_seed[f"{kind}_alpha{alpha}"][m],
+                                                                    per_seed["continued"][m]) for m in metrics}
+                            for kind in ("naive", "rlhg") for alpha in results["alpha_sweep"][kind]}
+        steps = {name: counts for name, counts in meta["agent_only_counts"].items()
+                 if name.startswith(("naive", "rlhg"))}
+        record["schedules"][schedule] = {
+            "command": commands[schedule], "setting": meta["setting"],
+            "agent_only_fraction": meta["agent_only_fraction"], "agent_only_counts": steps,
+            "wall_seconds": meta["wall_seconds"], "cpu_seconds": meta["cpu_seconds"], "workers": meta["workers"],
+            "per_seed": per_seed, "rlhg_vs_naive": results["rlhg_vs_naive"], "versus_continued": versus_continued}
+    if {"matched", "none"} <= set(runs):  # what the beta episodes do to each agent (same bases, same seeds)
+        matched, none = record["schedules"]["matched"]["per_seed"], record["schedules"]["none"]["per_seed"]
+        record["beta_effect"] = {name: {m: paired_test(matched[name][m], none[name][m]) for m in metrics}
+                                 for name in matched if name.startswith(("naive", "rlhg"))}
+    tests = [t[m] for r in record["schedules"].values() for t in r["rlhg_vs_naive"].values() for m in metrics]
+    adjusted = holm([t["p_value"] for t in tests])
+    record["findings"] = {
+        "rlhg_ahead_of_naive_on_human_goal_or_task": {
+            # every schedule, alpha and metric is one comparison: Holm's correction over all of them
+            "holds": any(t["mean_difference"] > 0 and p < 0.05 for t, p in zip(tests, adjusted)),
+            "nominal_verdicts": [t["verdict"] for t in tests], "holm_adjusted_p": adjusted,
+            "comparisons": len(tests)},
+        "rlhg_raises_human_goal_over_continued": {
+            "holds": all(r["versus_continued"][name]["human_goal"]["verdict"] == "ahead"
+                         for r in record["schedules"].values() for name in r["versus_continued"]
+                         if name.startswith("rlhg"))}}
+    return record
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (same order as given)."""
+    order = np.argsort(p_values)
+    adjusted, running = np.empty(len(p_values)), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
+def _mean_sd(values: list[float]) -> str:
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}"
+
+
+def render_docs(doc: dict) -> str:
+    """The markdown tables of docs/results.md's RLHG section, from docs/results/rlhg.json."""
+    out = []
+    for env in doc["envs"].values():
+        task = env["task_metric"]
+        out += [f"**{env['env']}** ({len(env['seeds'])} seeds, mean ± sd over seeds; RLHG - naive: paired t-test "
+                "over seeds)", "",
+                f"| beta schedule | alpha | naive human goal | RLHG human goal | RLHG - naive | p | "
+                f"naive {task} | RLHG {task} | RLHG - naive | p |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for schedule, run in env["schedules"].items():
+            for alpha, tests in run["rlhg_vs_naive"].items():
+                naive, rlhg = run["per_seed"][f"naive_alpha{alpha}"], run["per_seed"][f"rlhg_alpha{alpha}"]
+                cells = []
+                for metric in ("human_goal", task):
+                    t = tests[metric]
+                    cells += [_mean_sd(naive[metric]), _mean_sd(rlhg[metric]),
+                              f"{t['mean_difference']:+.3f} ({t['verdict']})", f"{t['p_value']:.2g}"]
+                out.append(f"| {schedule} | {alpha} | " + " | ".join(cells) + " |")
+        base, continued = (env["schedules"]["matched"]["per_seed"][k] for k in ("base", "continued"))
+        out += ["", f"Base: human goal {_mean_sd(base['human_goal'])}, {task} {_mean_sd(base[task])}; "
+                f"continued: human goal {_mean_sd(continued['human_goal'])}, {task} {_mean_sd(continued[task])}.", ""]
+    return "\n".join(out)
+
+
 def parse_floats(text: str, name: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())

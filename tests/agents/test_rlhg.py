@@ -260,3 +260,39 @@ def test_paired_test_verdicts():
     assert ahead["p_value"] == pytest.approx(0.000505, rel=0.01)  # diffs 1, 1.1, 0.9, 1.2: t = 16.27 on 3 df
     assert paired_test([1.0, 2.0, 3.0], [1.5, 1.0, 3.2])["verdict"] == "tied"
     assert paired_test([1.0, 2.0, 3.0], [2.0, 3.1, 4.0])["verdict"] == "behind"
+
+
+def test_documented_rlhg_results_are_consistent_and_render():
+    """docs/results/rlhg.json: the beta-matched agents trained on as many steps with the same agent-only share,
+    the paired differences are the per-seed differences, and the docs' tables render from it."""
+    import json
+    from pathlib import Path
+
+    from agents.experiments.docs_tables import render
+    from agents.experiments.rlhg import holm
+
+    doc = json.loads((Path(__file__).resolve().parents[2] / "docs" / "results" / "rlhg.json").read_text())
+    for env in doc["envs"].values():
+        assert len(env["seeds"]) >= 5
+        for schedule, run in env["schedules"].items():
+            share = {"matched": (0.2, 0.2), "none": (0.0, 0.0)}[schedule]
+            assert (run["agent_only_fraction"]["naive"], run["agent_only_fraction"]["rlhg"]) == share
+            for alpha, tests in run["rlhg_vs_naive"].items():
+                for seed in env["seeds"]:
+                    naive = run["agent_only_counts"][f"naive_alpha{alpha}_seed{seed}"]
+                    rlhg = run["agent_only_counts"][f"rlhg_alpha{alpha}_seed{seed}"]
+                    assert naive["steps"] == rlhg["steps"] == run["setting"]["finetune_timesteps"] // 512 * 512
+                    if share[0] == 0:
+                        assert naive["agent_only_steps"] == rlhg["agent_only_steps"] == 0
+                    else:  # about a fifth of the episodes and steps in both
+                        for counts in (naive, rlhg):
+                            assert abs(counts["agent_only_episodes"] / counts["episodes"] - 0.2) < 0.03
+                for metric, test in tests.items():
+                    expected = np.subtract(run["per_seed"][f"rlhg_alpha{alpha}"][metric],
+                                           run["per_seed"][f"naive_alpha{alpha}"][metric])
+                    assert test["per_seed_difference"] == pytest.approx(expected)
+        finding = env["findings"]["rlhg_ahead_of_naive_on_human_goal_or_task"]
+        tests = [t[m] for r in env["schedules"].values() for t in r["rlhg_vs_naive"].values() for m in t]
+        assert finding["holm_adjusted_p"] == pytest.approx(holm([t["p_value"] for t in tests]))
+    table = render(doc)
+    assert table.count("| matched |") == table.count("| none |") == 6
