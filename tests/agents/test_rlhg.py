@@ -188,6 +188,12 @@ def test_configs_match_the_experiment_settings():
     assert (rlhg["alpha"], rlhg["beta"], rlhg["human_value_timesteps"]) == (
         setting.alpha, setting.beta, setting.human_value_timesteps)
     assert ppo["env_kwargs"] == rlhg["env_kwargs"] == setting.env_kwargs
+    naive = yaml.safe_load((root / "naive.yaml").read_text())["model"]["init_args"]
+    for key, value in setting.ppo.items():
+        assert naive[key] == (list(value) if isinstance(value, tuple) else value), key
+    assert (naive["human_reward_coef"], naive["agent_only_fraction"], naive["total_timesteps"]) == (
+        rlhg["alpha"], rlhg["beta"], rlhg["total_timesteps"])
+    assert naive["init_from"] == rlhg["base_checkpoint"]
 
 
 def test_small_experiment_writes_results_plot_and_report(tmp_path):
