@@ -1,6 +1,6 @@
 """Print the markdown tables that docs/results.md quotes, from the JSON results under docs/results/.
 
-    python -m agents.experiments.docs_tables docs/results/human_likelihood.json docs/results/rlhg.json
+    python -m agents.experiments.docs_tables docs/results/*.json
 
 Each file names its experiment ("experiment" key); the table is rendered by that experiment's module, the
 same function that writes the experiment's own report, so the docs and the reports cannot drift apart.
@@ -19,6 +19,10 @@ def render(doc: dict) -> str:
         from agents.experiments.human_likelihood import render_markdown
 
         return render_markdown(doc)
+    if kind == "regret-vs-return":
+        from agents.experiments.regret_vs_return import render_docs as render_regret
+
+        return render_regret(doc)
     if kind == "rlhg":
         from agents.experiments.rlhg import render_docs
 
