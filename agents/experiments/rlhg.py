@@ -6,8 +6,11 @@
 For each seed: train the base agent with PPO on the env reward alone (the task, or engagement in
 the recommendation simulator); then fine-tune it twice for every alpha in --alphas: the *naive* agent
 (PPO on env reward + alpha * human-goal reward, summed) and the *RLHG* agent (stage I: human-primitive
-value under the frozen base agent; stage II: A_task + alpha * (G_H - V_phi - Delta_omega)). Every
-agent of a seed is evaluated on the same --eval-episodes episodes (a paired comparison).
+value under the frozen base agent; stage II: A_task + alpha * (G_H - V_phi - Delta_omega)). A fraction
+beta of RLHG's episodes is agent-only (human terms off); --beta-schedule gives the naive agent the same
+agent-only episodes (matched, the default), neither of them any (none), or RLHG alone (rlhg-only, the
+first version of this experiment). Every agent of a seed is evaluated on the same --eval-episodes
+episodes (a paired comparison); RLHG minus naive is tested per alpha with a paired t-test over seeds.
 
 Writes DIR/results.json ({agent: {"human_goal": mean, "task_success": mean, ..., "per_seed": {...},
 "ci95": {...}}} for base, naive and rlhg at --alpha, plus the alpha sweep and the comparison with the
