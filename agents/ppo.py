@@ -8,7 +8,9 @@ step with an entropy bonus and a (clipped) value loss. The budget is `total_time
 sets the trainer's epoch count from it.
 
 The reward the agent maximizes is the env reward plus `human_reward_coef * info["human_goal_reward"]`
-(0 by default; > 0 gives the "naive sum" agent of the RLHG experiment).
+(0 by default; > 0 gives the "naive sum" agent of the RLHG experiment). With `agent_only_fraction`
+beta > 0 that human term is off in a fraction beta of the episodes (agent-only episodes), drawn by the
+same schedule RLHG uses for its beta, so the naive sum and RLHG can be compared on equal terms.
 """
 
 from __future__ import annotations
@@ -212,6 +214,42 @@ def collect_rollout(envs: VectorEnv, act: Callable[[torch.Tensor], tuple[torch.T
     return Rollout(**stacked, episodes=episodes), obs
 
 
+class AgentOnlyEpisodes:
+    """Which episodes are agent-only (their human terms off): each episode is, with probability `fraction`.
+
+    Each env slot draws its episodes' flags from its own stream seeded by (seed, slot), so two agents with
+    the same seed and fraction get the same schedule: the k-th episode of env slot i is agent-only in both
+    (their episodes may differ in length, not in which are agent-only). Counts what it flagged."""
+
+    def __init__(self, fraction: float, num_envs: int, seed: int):
+        self.fraction = float(fraction)
+        self._streams = [np.random.default_rng([seed, 0xB57A, slot]) for slot in range(num_envs)]
+        self.current = np.array([self._draw(slot) for slot in range(num_envs)])
+        self.history: list[list[bool]] = [[bool(flag)] for flag in self.current]  # per slot, in episode order
+        self.steps = 0
+        self.agent_only_steps = 0
+
+    def _draw(self, slot: int) -> bool:
+        return bool(self._streams[slot].random() < self.fraction)  # always draw: streams stay aligned
+
+    def step_flags(self, ended: torch.Tensor) -> torch.Tensor:
+        """(T, N) 1.0 where the step belongs to an agent-only episode; an episode's end draws the next one."""
+        flags = torch.empty_like(ended)
+        for t in range(ended.shape[0]):
+            flags[t] = torch.as_tensor(self.current, dtype=flags.dtype)
+            for slot in np.flatnonzero(ended[t].numpy()):
+                self.current[slot] = self._draw(slot)
+                self.history[slot].append(bool(self.current[slot]))
+        self.steps += int(ended.numel())
+        self.agent_only_steps += int(flags.sum())
+        return flags
+
+    def counts(self) -> dict[str, int | float]:
+        """Steps and episodes seen (the episodes still running included) and how many were agent-only."""
+        return {"fraction": self.fraction, "steps": self.steps, "agent_only_steps": self.agent_only_steps,
+                "episodes": sum(map(len, self.history)), "agent_only_episodes": int(sum(map(sum, self.history)))}
+
+
 class _Minibatches(IterableDataset):
     """The current rollout as shuffled minibatches; its length lets the progress bar show a total."""
 
@@ -260,6 +298,7 @@ class PPO(pl.LightningModule):
         hidden_sizes: tuple[int, ...] = (64, 64),
         action_distribution: str = "auto",
         human_reward_coef: float = 0.0,
+        agent_only_fraction: float = 0.0,
         init_from: str | None = None,
         seed: int = 0,
         torch_threads: int | None = 1,
@@ -285,6 +324,8 @@ class PPO(pl.LightningModule):
             action_distribution: "auto" (Discrete -> categorical, MultiDiscrete -> independent categoricals)
                 or "slate" (MultiDiscrete of k equal sizes -> k distinct items, Plackett-Luce).
             human_reward_coef: weight of info["human_goal_reward"] added to the env reward.
+            agent_only_fraction: fraction of episodes whose human reward term is off (agent-only
+                episodes, RLHG's beta; the same seed gives RLHG and this agent the same schedule).
             init_from: a PPO/RLHG checkpoint whose agent weights start this run (fine-tuning).
             seed: seeds network init, env resets, action sampling and minibatch order.
             torch_threads: torch intra-op threads while fitting (None leaves torch's setting). Small MLPs
@@ -304,6 +345,10 @@ class PPO(pl.LightningModule):
                                  f"(num_envs x num_steps = {self.batch_size})")
         if self.batch_size % num_minibatches:
             raise UserInputError(f"num_minibatches={num_minibatches} must divide num_envs x num_steps = {self.batch_size}")
+        if not 0.0 <= agent_only_fraction <= 1.0:
+            raise UserInputError(f"agent_only_fraction is a fraction of episodes, got {agent_only_fraction}")
+        self.agent_only_fraction = agent_only_fraction
+        self.agent_only = AgentOnlyEpisodes(agent_only_fraction, num_envs, seed)
         check_vector_env(vector_env, vector_env_start_method)
         probe = make_vector_env(env_id, env_kwargs, 1)  # in-process: only the spaces are needed
         self.observation_space, self.action_space = probe.single_observation_space, probe.single_action_space
@@ -367,6 +412,16 @@ class PPO(pl.LightningModule):
                                      self.hparams.vector_env, self.hparams.vector_env_start_method)
         self._obs, _ = self._envs.reset(seed=seed)
         self._tracker = EpisodeTracker(self.hparams.num_envs)
+        self.agent_only = AgentOnlyEpisodes(self.agent_only_fraction, self.hparams.num_envs, seed)
+
+    @property
+    def _agent_only(self) -> np.ndarray:
+        """Whether each env slot's current episode is agent-only."""
+        return self.agent_only.current
+
+    @_agent_only.setter
+    def _agent_only(self, flags: np.ndarray) -> None:
+        self.agent_only.current = np.asarray(flags, dtype=bool).copy()
 
     def on_fit_end(self) -> None:
         self.close_envs()
@@ -414,7 +469,8 @@ class PPO(pl.LightningModule):
 
     def rollout_targets(self, rollout: Rollout, values: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-step `advantages` for the policy and `returns` for the value head (RLHG adds its own)."""
-        rewards = rollout.task_rewards + self.hparams.human_reward_coef * rollout.human_rewards
+        human_terms = 1.0 - self.agent_only.step_flags(rollout.ended)
+        rewards = rollout.task_rewards + self.hparams.human_reward_coef * human_terms * rollout.human_rewards
         advantages, returns = generalized_advantages(rewards, values, rollout.next_values(self.agent.value),
                                                      rollout.ended, self.hparams.gamma, self.hparams.gae_lambda)
         return {"advantages": advantages, "returns": returns}

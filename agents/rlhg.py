@@ -13,7 +13,8 @@ achieves* with the base agent, while keeping its task ability:
   The policy follows A = A_task + alpha * A_H with PPO's clipped objective; the value head keeps
   learning the task return alone.
 - A fraction `beta` of episodes is agent-only: their human terms are off (A = A_task), which keeps
-  the original ability. (The paper calls beta the share of human-agent games; here it is the
+  the original ability. The schedule is PPO's `AgentOnlyEpisodes`, so a naive-sum agent with
+  `agent_only_fraction = beta` and the same seed gets the same agent-only episodes. (The paper calls beta the share of human-agent games; here it is the
   agent-only share, and the human partner stays in the env: only the training signal changes.)
 
 G_H is a lambda-return over V_phi (`human_lambda = 1` is the plain Monte-Carlo return); at the end
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,7 +86,10 @@ class RLHG(PPO):
             raise UserInputError(f"RLHG: beta is a fraction of episodes, got {beta}")
         if alpha < 0:
             raise UserInputError(f"RLHG: alpha must be >= 0, got {alpha}")
-        super().__init__(**ppo_kwargs)
+        fraction = ppo_kwargs.pop("agent_only_fraction", beta)
+        if fraction != beta:
+            raise UserInputError(f"RLHG: agent_only_fraction ({fraction}) is beta ({beta}); give beta alone")
+        super().__init__(agent_only_fraction=beta, **ppo_kwargs)
         self.save_hyperparameters()
         self.stage_one_iterations = human_value_timesteps // self.batch_size
         if self.stage_one_iterations < 1:
@@ -113,10 +116,6 @@ class RLHG(PPO):
             if not self.hparams.base_checkpoint:
                 raise UserInputError("RLHG needs base_checkpoint: a PPO agent trained on the task reward")
             self.load_agent_weights(self.hparams.base_checkpoint)
-
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        self._agent_only = self._rng.random(self.hparams.num_envs) < self.hparams.beta
 
     def configure_optimizers(self):
         lr = self.hparams.human_learning_rate
@@ -150,18 +149,9 @@ class RLHG(PPO):
         gains, _ = generalized_advantages(rollout.human_rewards, self.V_phi(rollout.obs), next_human,
                                           rollout.ended, hp.gamma, hp.human_lambda)
         human_advantages = gains - self.gain(rollout.obs)
-        human_terms = 1.0 - self._agent_only_steps(rollout.ended)
+        human_terms = 1.0 - self.agent_only.step_flags(rollout.ended)
         return {"advantages": task_advantages + hp.alpha * human_terms * human_advantages,
                 "returns": task_returns, "gains": gains}
-
-    def _agent_only_steps(self, ended: torch.Tensor) -> torch.Tensor:
-        """(T, N) 1 where the step belongs to an agent-only episode; each new episode draws its own."""
-        flags = torch.empty_like(ended)
-        for t in range(ended.shape[0]):
-            flags[t] = torch.as_tensor(self._agent_only, dtype=flags.dtype)
-            for i in np.flatnonzero(ended[t].numpy()):
-                self._agent_only[i] = self._rng.random() < self.hparams.beta
-        return flags
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         _, value_optimizer, gain_optimizer = self.optimizers()

@@ -11,7 +11,11 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "agents.experiments.regret_vs_return",
         "Knox et al.: regret vs partial-return preference models",
     ),
-    "rlhg": ("agents.experiments.rlhg", "Gao et al.: RLHG vs plain PPO in the collaborative environment"),
+    "human-likelihood": (
+        "agents.experiments.human_likelihood",
+        "Knox et al.: regret vs partial return on real human preferences (likelihood)",
+    ),
+    "rlhg": ("agents.experiments.rlhg", "Gao et al.: RLHG vs the naive sum and PPO in Collab-v0 and RecSim-v0"),
 }
 
 

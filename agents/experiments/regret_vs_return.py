@@ -232,6 +232,17 @@ def write_report(
     return path
 
 
+def render_docs(doc: dict) -> str:
+    """docs/results.md's table for a run recorded under docs/results/ (summary plus paired counts)."""
+    lines = ["| preferences | near-optimal: regret | near-optimal: partial return | only regret near-optimal "
+             "| only partial return near-optimal | exact McNemar p |", "|---:|---:|---:|---:|---:|---:|"]
+    for n, paired in doc["paired_near_optimal"].items():
+        r, p = doc["summary"]["regret"][n]["near_optimal"], doc["summary"]["partial_return"][n]["near_optimal"]
+        lines.append(f"| {n} | {r:.2f} | {p:.2f} | {paired['regret_only_near_optimal']} "
+                     f"| {paired['partial_return_only_near_optimal']} | {paired['exact_mcnemar_p']:.1g} |")
+    return "\n".join(lines) + "\n"
+
+
 def _parse_prefs(text: str) -> tuple[int, ...]:
     try:
         prefs = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))

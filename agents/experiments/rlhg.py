@@ -6,8 +6,11 @@
 For each seed: train the base agent with PPO on the env reward alone (the task, or engagement in
 the recommendation simulator); then fine-tune it twice for every alpha in --alphas: the *naive* agent
 (PPO on env reward + alpha * human-goal reward, summed) and the *RLHG* agent (stage I: human-primitive
-value under the frozen base agent; stage II: A_task + alpha * (G_H - V_phi - Delta_omega)). Every
-agent of a seed is evaluated on the same --eval-episodes episodes (a paired comparison).
+value under the frozen base agent; stage II: A_task + alpha * (G_H - V_phi - Delta_omega)). A fraction
+beta of RLHG's episodes is agent-only (human terms off); --beta-schedule gives the naive agent the same
+agent-only episodes (matched, the default), neither of them any (none), or RLHG alone (rlhg-only, the
+first version of this experiment). Every agent of a seed is evaluated on the same --eval-episodes
+episodes (a paired comparison); RLHG minus naive is tested per alpha with a paired t-test over seeds.
 
 Writes DIR/results.json ({agent: {"human_goal": mean, "task_success": mean, ..., "per_seed": {...},
 "ci95": {...}}} for base, naive and rlhg at --alpha, plus the alpha sweep and the comparison with the
@@ -36,6 +39,7 @@ from recsys.errors import UserInputError
 log = logging.getLogger(__name__)
 
 COLLAB, RECSIM = "prefengine/Collab-v0", "prefengine/RecSim-v0"
+BETA_SCHEDULES = ("matched", "none", "rlhg-only")
 # How each metric reads in the report; higher is better for all of them.
 METRIC_NAMES = {"return": "return", "human_goal_return": "human_goal"}
 
@@ -52,6 +56,9 @@ class Setting:
     alpha: float = 0.5
     alphas: tuple[float, ...] = (0.25, 0.5, 1.0)
     beta: float = 0.2
+    # Who gets the beta agent-only episodes: "matched" (naive and RLHG, the same schedule), "none"
+    # (neither: beta 0 for both) or "rlhg-only" (RLHG alone, as the first version of this experiment).
+    beta_schedule: str = "matched"
     eval_episodes: int = 500
 
 
@@ -87,15 +94,18 @@ def run_task(task: dict) -> dict:
     out, kind, seed, alpha = Path(task["out"]), task["kind"], task["seed"], task.get("alpha")
     name = f"{kind}_seed{seed}" if alpha is None else f"{kind}_alpha{alpha:g}_seed{seed}"
     common = dict(env_id=task["env_id"], env_kwargs=setting.env_kwargs, seed=seed, **setting.ppo)
+    reused = Path(task["reuse_dir"]) / "checkpoints" / f"{name}.ckpt" if task.get("reuse_dir") else None
+    if kind in ("base", "continued") and reused is not None and reused.exists():
+        return evaluate_saved(task, name, reused)
     if kind == "base":
         module = PPO(total_timesteps=setting.base_timesteps, **common)
     elif kind == "continued":  # the control: as much more training as the fine-tunes get, env reward only
         module = PPO(total_timesteps=setting.finetune_timesteps, init_from=task["base_checkpoint"], **common)
     elif kind == "naive":
         module = PPO(total_timesteps=setting.finetune_timesteps, human_reward_coef=alpha,
-                     init_from=task["base_checkpoint"], **common)
+                     agent_only_fraction=naive_beta(setting), init_from=task["base_checkpoint"], **common)
     else:
-        module = RLHG(base_checkpoint=task["base_checkpoint"], alpha=alpha, beta=setting.beta,
+        module = RLHG(base_checkpoint=task["base_checkpoint"], alpha=alpha, beta=rlhg_beta(setting),
                       human_value_timesteps=setting.human_value_timesteps,
                       total_timesteps=setting.finetune_timesteps, **common)
     start = time.perf_counter()
@@ -111,12 +121,39 @@ def run_task(task: dict) -> dict:
                            seed=1_000_000 + seed)
     metrics = {METRIC_NAMES.get(k, k): v["mean"] for k, v in summarize(records).items()}
     return {**task, "name": name, "checkpoint": str(checkpoint), "metrics": metrics,
-            "seconds": time.perf_counter() - start}
+            "agent_only": module.agent_only.counts(), "seconds": time.perf_counter() - start}
 
 
-def run_tasks(env_id: str, setting: Setting, seeds: list[int], out: Path, workers: int) -> list[dict]:
+def evaluate_saved(task: dict, name: str, checkpoint: Path) -> dict:
+    """A base or continued agent of an earlier run of the same setting (they do not depend on the beta
+    schedule): evaluated again on this run's episodes instead of trained again."""
+    from agents.checkpoints import load_agent
+    from agents.simulate import run_episodes, summarize
+
+    setting, seed = Setting(**task["setting"]), task["seed"]
+    start = time.perf_counter()
+    module = load_agent(checkpoint)
+    records = run_episodes(task["env_id"], setting.env_kwargs, module.policy(seed=seed), setting.eval_episodes,
+                           seed=1_000_000 + seed)
+    metrics = {METRIC_NAMES.get(k, k): v["mean"] for k, v in summarize(records).items()}
+    return {**task, "name": name, "checkpoint": str(checkpoint), "metrics": metrics, "reused": True,
+            "agent_only": module.agent_only.counts(), "seconds": time.perf_counter() - start}
+
+
+def naive_beta(setting: Setting) -> float:
+    """The naive agent's share of agent-only episodes under the setting's beta schedule."""
+    return setting.beta if setting.beta_schedule == "matched" else 0.0
+
+
+def rlhg_beta(setting: Setting) -> float:
+    return 0.0 if setting.beta_schedule == "none" else setting.beta
+
+
+def run_tasks(env_id: str, setting: Setting, seeds: list[int], out: Path, workers: int,
+              reuse_dir: Path | None = None) -> list[dict]:
     """Each seed's base agent first, then its fine-tunes; up to `workers` processes at a time."""
-    base = {"env_id": env_id, "setting": asdict(setting), "out": str(out)}
+    base = {"env_id": env_id, "setting": asdict(setting), "out": str(out),
+            "reuse_dir": str(reuse_dir) if reuse_dir else None}
     finetunes = [("continued", None)] + [(kind, alpha) for alpha in setting.alphas for kind in ("rlhg", "naive")]
     total = len(seeds) * (1 + len(finetunes))
     results: list[dict] = []
@@ -187,6 +224,31 @@ def compare(agent: dict, reference: dict) -> dict:
                                                                         reference["per_seed"][task_metric])]}
 
 
+def paired_test(a: list[float], b: list[float], level: float = 0.05) -> dict:
+    """Paired t-test over seeds of a - b: mean and sd of the differences, p, and ahead / tied / behind."""
+    from scipy import stats
+
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    sd = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+    if len(diff) < 2 or sd == 0.0:
+        p = 1.0 if not diff.any() else (0.0 if len(diff) > 1 else float("nan"))
+    else:
+        p = float(stats.ttest_rel(a, b).pvalue)
+    verdict = "tied" if not p < level else ("ahead" if diff.mean() > 0 else "behind")
+    return {"mean_difference": float(diff.mean()), "sd_difference": sd, "per_seed_difference": diff.tolist(),
+            "p_value": p, "verdict": verdict, "seeds": len(diff)}
+
+
+def rlhg_versus_naive(results: dict, task_metric: str) -> dict:
+    """At every alpha, RLHG minus naive on the human goal and the task metric (paired over seeds)."""
+    out = {}
+    for alpha, rlhg in results["alpha_sweep"]["rlhg"].items():
+        naive = results["alpha_sweep"]["naive"][alpha]
+        out[alpha] = {metric: paired_test(rlhg["per_seed"][metric], naive["per_seed"][metric])
+                      for metric in ("human_goal", task_metric)}
+    return out
+
+
 def cpu_seconds() -> float:
     """CPU time of this process and its finished workers: what the run costs on unshared cores."""
     own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -220,8 +282,12 @@ def build_results(runs: list[dict], env_id: str, setting: Setting, seeds: list[i
         results[f"comparison_with_{reference}"] = {kind: compare(results[kind], results[reference])
                                                    for kind in ("naive", "rlhg")}
     results["checks"] = checks(results)
+    results["rlhg_vs_naive"] = rlhg_versus_naive(results, results["comparison_with_base"]["rlhg"]["task_metric"])
     results["meta"] = {"env": env_id, "seeds": seeds, "setting": asdict(setting), "wall_seconds": wall,
                        "cpu_seconds": cpu_seconds(), "workers": workers, "cpus": os.cpu_count(),
+                       "beta_schedule": setting.beta_schedule,
+                       "agent_only_fraction": {"naive": naive_beta(setting), "rlhg": rlhg_beta(setting)},
+                       "agent_only_counts": {r["name"]: r["agent_only"] for r in runs},
                        "seconds_per_agent": {r["name"]: r["seconds"] for r in runs}}
     return results
 
@@ -275,7 +341,9 @@ def write_report(results: dict, path: Path, command: str) -> None:
     metrics = ["human_goal", task_metric] + [m for m in ("return", "length") if m != task_metric]
     lines = [f"# RLHG experiment: {meta['env']}", "", f"Command: `{command}`", "",
              f"Seeds {meta['seeds']}; {meta['setting']['eval_episodes']} evaluation episodes per agent and seed; "
-             f"alpha = {results['rlhg']['alpha']:g}, beta = {meta['setting']['beta']:g}; wall time "
+             f"alpha = {results['rlhg']['alpha']:g}, beta = {meta['setting']['beta']:g} (schedule "
+             f"{meta['beta_schedule']}: agent-only share naive {meta['agent_only_fraction']['naive']:g}, "
+             f"RLHG {meta['agent_only_fraction']['rlhg']:g}); wall time "
              f"{meta['wall_seconds'] / 60:.1f} min with {meta['workers']} worker process(es) on {meta['cpus']} CPUs "
              f"({meta['cpu_seconds'] / 60:.1f} CPU-minutes in all).", "",
              "Agents: base = PPO on the env reward; continued = the base trained on for the fine-tuning budget, "
@@ -301,8 +369,106 @@ def write_report(results: dict, path: Path, command: str) -> None:
     for alpha in results["alpha_sweep"]["rlhg"]:
         r, n = results["alpha_sweep"]["rlhg"][alpha], results["alpha_sweep"]["naive"][alpha]
         lines.append(f"| {alpha} | {r['human_goal']:.3f} | {r[task_metric]:.3f} | {n['human_goal']:.3f} | {n[task_metric]:.3f} |")
-    lines += ["", "![alpha trade-off](alpha_tradeoff.png)", ""]
+    lines += ["", "## RLHG minus naive (paired t-test over seeds)", "", render_versus_naive(results), "",
+              "![alpha trade-off](alpha_tradeoff.png)", ""]
     path.write_text("\n".join(lines))
+
+
+def render_versus_naive(results: dict) -> str:
+    """Markdown table of RLHG minus naive at every alpha: mean ± sd of the per-seed differences, p, verdict."""
+    task_metric = results["comparison_with_base"]["rlhg"]["task_metric"]
+    lines = [f"| alpha | human goal: RLHG - naive (mean ± sd) | p | verdict | {task_metric}: RLHG - naive | p | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for alpha, tests in results["rlhg_vs_naive"].items():
+        cells = []
+        for metric in ("human_goal", task_metric):
+            t = tests[metric]
+            cells += [f"{t['mean_difference']:+.3f} ± {t['sd_difference']:.3f}", f"{t['p_value']:.3g}", t["verdict"]]
+        lines.append(f"| {alpha} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def docs_record(runs: dict[str, dict], commands: dict[str, str], machine: str) -> dict:
+    """What docs/results/rlhg.json keeps of one env's runs under several beta schedules ({schedule: results}):
+    the commands, sizes, seeds, per-seed values, the paired tests and whether each finding holds."""
+    first = next(iter(runs.values()))
+    task_metric = first["comparison_with_base"]["rlhg"]["task_metric"]
+    metrics = ("human_goal", task_metric)
+    record: dict = {"env": first["meta"]["env"], "task_metric": task_metric, "machine": machine,
+                    "seeds": first["meta"]["seeds"], "schedules": {}}
+    for schedule, results in runs.items():
+        meta = results["meta"]
+        per_seed = {"base": {m: results["base"]["per_seed"][m] for m in metrics},
+                    "continued": {m: results["continued"]["per_seed"][m] for m in metrics}}
+        for kind in ("naive", "rlhg"):
+            for alpha, group in results["alpha_sweep"][kind].items():
+                per_seed[f"{kind}_alpha{alpha}"] = {m: group["per_seed"][m] for m in metrics}
+        versus_continued = {f"{kind}_alpha{alpha}": {m: paired_test(per_seed[f"{kind}_alpha{alpha}"][m],
+                                                                    per_seed["continued"][m]) for m in metrics}
+                            for kind in ("naive", "rlhg") for alpha in results["alpha_sweep"][kind]}
+        steps = {name: counts for name, counts in meta["agent_only_counts"].items()
+                 if name.startswith(("naive", "rlhg"))}
+        record["schedules"][schedule] = {
+            "command": commands[schedule], "setting": meta["setting"],
+            "agent_only_fraction": meta["agent_only_fraction"], "agent_only_counts": steps,
+            "wall_seconds": meta["wall_seconds"], "cpu_seconds": meta["cpu_seconds"], "workers": meta["workers"],
+            "per_seed": per_seed, "rlhg_vs_naive": results["rlhg_vs_naive"], "versus_continued": versus_continued}
+    if {"matched", "none"} <= set(runs):  # what the beta episodes do to each agent (same bases, same seeds)
+        matched, none = record["schedules"]["matched"]["per_seed"], record["schedules"]["none"]["per_seed"]
+        record["beta_effect"] = {name: {m: paired_test(matched[name][m], none[name][m]) for m in metrics}
+                                 for name in matched if name.startswith(("naive", "rlhg"))}
+    tests = [t[m] for r in record["schedules"].values() for t in r["rlhg_vs_naive"].values() for m in metrics]
+    adjusted = holm([t["p_value"] for t in tests])
+    record["findings"] = {
+        "rlhg_ahead_of_naive_on_human_goal_or_task": {
+            # every schedule, alpha and metric is one comparison: Holm's correction over all of them
+            "holds": any(t["mean_difference"] > 0 and p < 0.05 for t, p in zip(tests, adjusted)),
+            "nominal_verdicts": [t["verdict"] for t in tests], "holm_adjusted_p": adjusted,
+            "comparisons": len(tests)},
+        "rlhg_raises_human_goal_over_continued": {
+            "holds": all(r["versus_continued"][name]["human_goal"]["verdict"] == "ahead"
+                         for r in record["schedules"].values() for name in r["versus_continued"]
+                         if name.startswith("rlhg"))}}
+    return record
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (same order as given)."""
+    order = np.argsort(p_values)
+    adjusted, running = np.empty(len(p_values)), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
+def _mean_sd(values: list[float]) -> str:
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.3f}"
+
+
+def render_docs(doc: dict) -> str:
+    """The markdown tables of docs/results.md's RLHG section, from docs/results/rlhg.json."""
+    out = []
+    for env in doc["envs"].values():
+        task = env["task_metric"]
+        out += [f"**{env['env']}** ({len(env['seeds'])} seeds, mean ± sd over seeds; RLHG - naive: paired t-test "
+                "over seeds)", "",
+                f"| beta schedule | alpha | naive human goal | RLHG human goal | RLHG - naive | p | "
+                f"naive {task} | RLHG {task} | RLHG - naive | p |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for schedule, run in env["schedules"].items():
+            for alpha, tests in run["rlhg_vs_naive"].items():
+                naive, rlhg = run["per_seed"][f"naive_alpha{alpha}"], run["per_seed"][f"rlhg_alpha{alpha}"]
+                cells = []
+                for metric in ("human_goal", task):
+                    t = tests[metric]
+                    cells += [_mean_sd(naive[metric]), _mean_sd(rlhg[metric]),
+                              f"{t['mean_difference']:+.3f} ({t['verdict']})", f"{t['p_value']:.2g}"]
+                out.append(f"| {schedule} | {alpha} | " + " | ".join(cells) + " |")
+        base, continued = (env["schedules"]["matched"]["per_seed"][k] for k in ("base", "continued"))
+        out += ["", f"Base: human goal {_mean_sd(base['human_goal'])}, {task} {_mean_sd(base[task])}; "
+                f"continued: human goal {_mean_sd(continued['human_goal'])}, {task} {_mean_sd(continued[task])}.", ""]
+    return "\n".join(out)
 
 
 def parse_floats(text: str, name: str) -> tuple[float, ...]:
@@ -323,12 +489,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--alpha", type=float, default=None, help="the alpha reported as 'rlhg' and 'naive'")
     parser.add_argument("--alphas", default=None, help="comma-separated alpha sweep (must include --alpha)")
     parser.add_argument("--beta", type=float, default=None, help="fraction of agent-only episodes")
+    parser.add_argument("--beta-schedule", choices=BETA_SCHEDULES, default=None,
+                        help="who gets the beta agent-only episodes: matched = naive and RLHG alike (default), "
+                             "none = neither (beta 0 for both), rlhg-only = RLHG alone (the unmatched first version)")
     parser.add_argument("--base-timesteps", type=int, default=None)
     parser.add_argument("--finetune-timesteps", type=int, default=None)
     parser.add_argument("--human-value-timesteps", type=int, default=None)
     parser.add_argument("--eval-episodes", type=int, default=None)
     parser.add_argument("--env-kwargs", default=None, help="JSON object of env constructor arguments")
     parser.add_argument("--ppo", default=None, help="JSON object overriding PPO hyper-parameters of every agent")
+    parser.add_argument("--reuse-base", type=Path, default=None,
+                        help="output folder of an earlier run of the same setting and seeds: its base and continued "
+                             "checkpoints are evaluated instead of trained again (e.g. to run another --beta-schedule)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel training processes")
     return parser.parse_args(argv)
 
@@ -338,7 +510,7 @@ def setting_from_args(args: argparse.Namespace) -> Setting:
         raise UserInputError(f"--env {args.env!r}: the rlhg experiment runs in {sorted(SETTINGS)}")
     setting = SETTINGS[args.env]
     changes: dict = {}
-    for name in ("alpha", "beta", "base_timesteps", "finetune_timesteps", "human_value_timesteps", "eval_episodes"):
+    for name in ("alpha", "beta", "beta_schedule", "base_timesteps", "finetune_timesteps", "human_value_timesteps", "eval_episodes"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     if args.alphas is not None:
@@ -357,6 +529,23 @@ def setting_from_args(args: argparse.Namespace) -> Setting:
     return setting
 
 
+def check_reusable(folder: Path, env_id: str, setting: Setting) -> None:
+    """The earlier run must have trained its base and continued agents exactly as this one would."""
+    path = folder / "results.json"
+    if not path.exists():
+        raise UserInputError(f"--reuse-base {folder}: no results.json (not a finished rlhg experiment)")
+    try:
+        meta = json.loads(path.read_text())["meta"]
+        earlier = meta["setting"]
+    except (ValueError, KeyError):
+        raise UserInputError(f"{path}: not the results of an rlhg experiment") from None
+    keys = ("env_kwargs", "ppo", "base_timesteps", "finetune_timesteps")
+    now = json.loads(json.dumps(asdict(setting)))  # tuples as lists, as in the file
+    differ = [k for k in keys if earlier.get(k) != now[k]] + (["env"] if meta.get("env") != env_id else [])
+    if differ:
+        raise UserInputError(f"--reuse-base {folder}: its run differs in {', '.join(differ)}")
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     setting = setting_from_args(args)
@@ -364,7 +553,9 @@ def main(argv: list[str]) -> int:
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     seeds = list(range(args.seeds))
     start = time.perf_counter()
-    runs = run_tasks(args.env, setting, seeds, out, args.workers)
+    if args.reuse_base is not None:
+        check_reusable(args.reuse_base, args.env, setting)
+    runs = run_tasks(args.env, setting, seeds, out, args.workers, args.reuse_base)
     results = build_results(runs, args.env, setting, seeds, time.perf_counter() - start, args.workers)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     plot_tradeoff(results, out / "alpha_tradeoff.png", args.env)

@@ -93,6 +93,46 @@ def test_beta_one_turns_every_human_term_off(base_checkpoint):
     torch.testing.assert_close(targets["advantages"], task)
 
 
+def test_naive_sum_turns_its_human_reward_off_in_agent_only_episodes(base_checkpoint):
+    module = PPO(human_reward_coef=2.0, agent_only_fraction=0.5, gamma=0.9, gae_lambda=0.95, total_timesteps=64,
+                 **SMALL)
+    module._agent_only = np.array([False, True])  # env 1 runs an agent-only episode until its end at t1
+    obs = torch.randn(3, 2, module.observation_space.shape[0])
+    rollout = Rollout(obs=obs, next_obs=torch.randn_like(obs), actions=torch.zeros(3, 2, dtype=torch.long),
+                      logprobs=torch.zeros(3, 2), task_rewards=torch.rand(3, 2), human_rewards=torch.rand(3, 2),
+                      terminated=torch.zeros(3, 2), ended=torch.tensor([[0.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    with torch.no_grad():
+        values = module.agent.value(obs)
+        targets = module.rollout_targets(rollout, values)
+        mask = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0 - float(module._agent_only[1])]])
+        expected, _ = generalized_advantages(rollout.task_rewards + 2.0 * mask * rollout.human_rewards, values,
+                                             rollout.next_values(module.agent.value), rollout.ended, 0.9, 0.95)
+    torch.testing.assert_close(targets["advantages"], expected)
+    assert module.agent_only.counts()["steps"] == 6 and module.agent_only.counts()["agent_only_steps"] == 3 - int(mask[2, 1])
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+def test_beta_matched_naive_and_rlhg_see_the_same_steps_and_agent_only_episodes(base_checkpoint, beta):
+    naive = PPO(human_reward_coef=0.5, agent_only_fraction=beta, init_from=base_checkpoint, total_timesteps=64,
+                seed=3, **SMALL)
+    rlhg = RLHG(base_checkpoint=base_checkpoint, alpha=0.5, beta=beta, total_timesteps=64, human_value_timesteps=32,
+                seed=3, **SMALL)
+    fit(naive)
+    fit(rlhg)
+    a, b = naive.agent_only.counts(), rlhg.agent_only.counts()
+    # the same policy-learning steps (RLHG's stage I, with the frozen base agent, is not among them) ...
+    assert a["steps"] == b["steps"] == 64 and naive.timesteps_done == 64 and rlhg.timesteps_done == 96
+    # ... and the same schedule: the k-th episode of each env slot is agent-only in both or in neither
+    for first, second in zip(naive.agent_only.history, rlhg.agent_only.history):
+        shared = min(len(first), len(second))
+        assert shared >= 2 and first[:shared] == second[:shared]
+    if beta == 0.0:
+        assert a["agent_only_episodes"] == b["agent_only_episodes"] == a["agent_only_steps"] == b["agent_only_steps"] == 0
+    else:
+        assert a["agent_only_episodes"] > 0 and b["agent_only_episodes"] > 0
+        assert 0 < a["agent_only_steps"] < a["steps"] and 0 < b["agent_only_steps"] < b["steps"]
+
+
 def test_two_stage_run_freezes_the_agent_in_stage_one(base_checkpoint, tmp_path):
     base_state = read_checkpoint(base_checkpoint)["state_dict"]
     stage_one = RLHG(base_checkpoint=base_checkpoint, total_timesteps=32, human_value_timesteps=64, **SMALL)
@@ -122,6 +162,10 @@ def test_rlhg_user_errors(base_checkpoint):
         fit(RLHG(total_timesteps=32, human_value_timesteps=32, **SMALL))
     with pytest.raises(UserInputError, match="beta"):
         RLHG(base_checkpoint=base_checkpoint, beta=1.5, **SMALL)
+    with pytest.raises(UserInputError, match="agent_only_fraction"):
+        RLHG(base_checkpoint=base_checkpoint, beta=0.2, agent_only_fraction=0.5, **SMALL)
+    with pytest.raises(UserInputError, match="agent_only_fraction"):
+        PPO(agent_only_fraction=-0.1, **SMALL)
     with pytest.raises(UserInputError, match="not init_from"):
         RLHG(base_checkpoint=base_checkpoint, init_from=base_checkpoint, **SMALL)
 
@@ -144,6 +188,12 @@ def test_configs_match_the_experiment_settings():
     assert (rlhg["alpha"], rlhg["beta"], rlhg["human_value_timesteps"]) == (
         setting.alpha, setting.beta, setting.human_value_timesteps)
     assert ppo["env_kwargs"] == rlhg["env_kwargs"] == setting.env_kwargs
+    naive = yaml.safe_load((root / "naive.yaml").read_text())["model"]["init_args"]
+    for key, value in setting.ppo.items():
+        assert naive[key] == (list(value) if isinstance(value, tuple) else value), key
+    assert (naive["human_reward_coef"], naive["agent_only_fraction"], naive["total_timesteps"]) == (
+        rlhg["alpha"], rlhg["beta"], rlhg["total_timesteps"])
+    assert naive["init_from"] == rlhg["base_checkpoint"]
 
 
 def test_small_experiment_writes_results_plot_and_report(tmp_path):
@@ -168,5 +218,87 @@ def test_small_experiment_writes_results_plot_and_report(tmp_path):
     assert set(results["checks"]) == {"human_goal_gain_at_least_20pct", "task_success_at_least_95pct_of_base"}
     assert (out / "alpha_tradeoff.png").stat().st_size > 1000 and "| rlhg |" in (out / "report.md").read_text()
     assert len(list((out / "checkpoints").glob("*.ckpt"))) == 8  # base, continued, naive, rlhg x 2 seeds
+    # beta matched (the default): naive and RLHG fine-tune on as many steps with the same agent-only share
+    meta = results["meta"]
+    assert meta["beta_schedule"] == "matched" and meta["agent_only_fraction"] == {"naive": 0.2, "rlhg": 0.2}
+    for seed in (0, 1):
+        naive, rlhg = (meta["agent_only_counts"][f"{kind}_alpha0.5_seed{seed}"] for kind in ("naive", "rlhg"))
+        assert naive["steps"] == rlhg["steps"] == 32 and naive["fraction"] == rlhg["fraction"] == 0.2
+    versus = results["rlhg_vs_naive"]["0.5"]["human_goal"]
+    assert versus["per_seed_difference"] == pytest.approx(np.subtract(results["rlhg"]["per_seed"]["human_goal"],
+                                                                      results["naive"]["per_seed"]["human_goal"]))
+    assert versus["verdict"] in ("ahead", "tied", "behind") and "RLHG minus naive" in (out / "report.md").read_text()
+
+    # the other way, neither agent gets agent-only episodes; base and continued are reused, not retrained
+    args = ["rlhg", "--seeds", "2", "--alpha", "0.5", "--alphas", "0.5", "--base-timesteps", "64",
+            "--finetune-timesteps", "32", "--human-value-timesteps", "32", "--eval-episodes", "4",
+            "--ppo", '{"num_envs": 2, "num_steps": 16, "num_minibatches": 2}', "--workers", "1"]
+    none = tmp_path / "none"
+    assert experiment_main([*args, "--beta-schedule", "none", "--reuse-base", str(out), "--out", str(none)]) == 0
+    other = json.loads((none / "results.json").read_text())
+    assert other["base"]["per_seed"] == results["base"]["per_seed"]  # the same agents on the same episodes
+    assert other["continued"]["per_seed"] == results["continued"]["per_seed"]
+    assert not (none / "checkpoints" / "base_seed0.ckpt").exists()
+    for seed in (0, 1):
+        for kind in ("naive", "rlhg"):
+            counts = other["meta"]["agent_only_counts"][f"{kind}_alpha0.5_seed{seed}"]
+            assert counts["steps"] == 32 and counts["agent_only_steps"] == 0
+    with pytest.raises(UserInputError, match="differs in finetune_timesteps"):
+        experiment_main([*args[:10], "64", *args[11:], "--reuse-base", str(out), "--out", str(tmp_path / "x")])
     with pytest.raises(UserInputError, match="--env"):
         experiment_main(["rlhg", "--env", "prefengine/Delivery-v0", "--out", str(out)])
+
+
+@pytest.mark.parametrize("schedule, naive_share, rlhg_share", [("matched", 0.3, 0.3), ("none", 0.0, 0.0),
+                                                                ("rlhg-only", 0.0, 0.3)])
+def test_beta_schedule_flag_sets_both_agents_shares(schedule, naive_share, rlhg_share):
+    from agents.experiments.rlhg import naive_beta, parse_args, rlhg_beta, setting_from_args
+
+    setting = setting_from_args(parse_args(["--out", "x", "--beta", "0.3", "--beta-schedule", schedule]))
+    assert (naive_beta(setting), rlhg_beta(setting)) == (naive_share, rlhg_share)
+
+
+def test_paired_test_verdicts():
+    from agents.experiments.rlhg import paired_test
+
+    ahead = paired_test([2.0, 3.1, 4.0, 5.2], [1.0, 2.0, 3.1, 4.0])
+    assert ahead["verdict"] == "ahead" and ahead["mean_difference"] == pytest.approx(1.05)
+    assert ahead["p_value"] == pytest.approx(0.000505, rel=0.01)  # diffs 1, 1.1, 0.9, 1.2: t = 16.27 on 3 df
+    assert paired_test([1.0, 2.0, 3.0], [1.5, 1.0, 3.2])["verdict"] == "tied"
+    assert paired_test([1.0, 2.0, 3.0], [2.0, 3.1, 4.0])["verdict"] == "behind"
+
+
+def test_documented_rlhg_results_are_consistent_and_render():
+    """docs/results/rlhg.json: the beta-matched agents trained on as many steps with the same agent-only share,
+    the paired differences are the per-seed differences, and the docs' tables render from it."""
+    import json
+    from pathlib import Path
+
+    from agents.experiments.docs_tables import render
+    from agents.experiments.rlhg import holm
+
+    doc = json.loads((Path(__file__).resolve().parents[2] / "docs" / "results" / "rlhg.json").read_text())
+    for env in doc["envs"].values():
+        assert len(env["seeds"]) >= 5
+        for schedule, run in env["schedules"].items():
+            share = {"matched": (0.2, 0.2), "none": (0.0, 0.0)}[schedule]
+            assert (run["agent_only_fraction"]["naive"], run["agent_only_fraction"]["rlhg"]) == share
+            for alpha, tests in run["rlhg_vs_naive"].items():
+                for seed in env["seeds"]:
+                    naive = run["agent_only_counts"][f"naive_alpha{alpha}_seed{seed}"]
+                    rlhg = run["agent_only_counts"][f"rlhg_alpha{alpha}_seed{seed}"]
+                    assert naive["steps"] == rlhg["steps"] == run["setting"]["finetune_timesteps"] // 512 * 512
+                    if share[0] == 0:
+                        assert naive["agent_only_steps"] == rlhg["agent_only_steps"] == 0
+                    else:  # about a fifth of the episodes and steps in both
+                        for counts in (naive, rlhg):
+                            assert abs(counts["agent_only_episodes"] / counts["episodes"] - 0.2) < 0.03
+                for metric, test in tests.items():
+                    expected = np.subtract(run["per_seed"][f"rlhg_alpha{alpha}"][metric],
+                                           run["per_seed"][f"naive_alpha{alpha}"][metric])
+                    assert test["per_seed_difference"] == pytest.approx(expected)
+        finding = env["findings"]["rlhg_ahead_of_naive_on_human_goal_or_task"]
+        tests = [t[m] for r in env["schedules"].values() for t in r["rlhg_vs_naive"].values() for m in t]
+        assert finding["holm_adjusted_p"] == pytest.approx(holm([t["p_value"] for t in tests]))
+    table = render(doc)
+    assert table.count("| matched |") == table.count("| none |") == 6
