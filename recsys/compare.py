@@ -14,7 +14,8 @@ Written to DIR:
   world flip_auc (AUC of the learned rho for telling injected false positives from true
   positives among the training positives: our extension, not the paper's reading of rho) and
   hidden_flip_auc (AUC of rho for telling hidden likes, liked but never observed, from pairs
-  neither observed nor liked: the paper's reading, rho = P(observed 0 | liked)); with
+  neither observed nor liked: the paper's reading, rho = P(observed 0 | liked)),
+  hidden_vs_heldout_flip_auc (hidden likes vs the liked pairs observed in valid and test); with
   data.hide_positives, withheld_flip_auc (withheld training pairs vs pairs with no interaction)}}}. With a `sweep` (one data option, several values)
   the file is {"sweep": {...}, "points": {value: that block}}.
 - report.md, metric_vs_k*.png, and with a sweep metric_vs_<option>.png.
@@ -296,11 +297,11 @@ def _point_markdown(block: dict[str, Any], averaged: dict[str, EvaluationResult]
                 lines.append(f"| {other} | {key} | {users['mean_difference']:+.4f} | "
                              f"[{users['ci_low']:+.4f}, {users['ci_high']:+.4f}] | {users['p_value']:.2g} | "
                              f"{seeds_p:.2g} |")
-    for name in ("hidden", "withheld"):
+    for name, what in (("hidden", "hidden likes (liked, exposed, never observed) vs pairs neither observed nor liked"),
+                       ("hidden_vs_heldout", "hidden likes vs the liked pairs observed in valid and test"),
+                       ("withheld", "withheld training pairs vs pairs with no interaction")):
         diagnostics = {n: d for n, d in block["diagnostics"].items() if f"{name}_flip_auc" in d}
         if diagnostics:
-            what = ("hidden likes (liked, exposed, never observed) vs pairs neither observed nor liked" if name == "hidden"
-                    else "withheld training pairs vs pairs with no interaction")
             lines += ["", f"Learned flip probability rho = P(observed 0 | liked) on {what}:", "",
                       f"| model | AUC | mean rho, {name} | mean rho, contrast |", "|---|---|---|---|"]
             for model, d in diagnostics.items():

@@ -363,7 +363,10 @@ class InteractionDataModule(pl.LightningDataModule):
         """Pairs on which NBPO's rho = P(observed 0 | liked) means something: name -> (users, items, is_target).
 
         "hidden" (world): every hidden like (liked, exposed, never observed), each beside one pair of
-        the same user that is neither observed in any split nor liked. "withheld" (hide_positives):
+        the same user that is neither observed in any split nor liked. "hidden_vs_heldout" (world):
+        the hidden likes against the liked pairs observed in valid and test (liked, unseen in training
+        too, but observed): where missing is uniform among liked exposed items, as in the world, a
+        rho that means P(observed 0 | liked) has nothing to tell them apart by (AUC 0.5). "withheld" (hide_positives):
         every withheld training pair beside one pair of the same user with no interaction at all.
         The contrast pairs are drawn from `seed`, so every run is judged on the same pairs.
         """
@@ -375,6 +378,10 @@ class InteractionDataModule(pl.LightningDataModule):
             missed = _union(self.hidden_likes.train, _union(self.hidden_likes.valid, self.hidden_likes.test))
             forbidden = (observed + self.world.liked_items().astype(np.float32)).tocsr()
             contrasts["hidden"] = _with_contrast(missed.user, missed.item, forbidden, seed)
+            heldout = self.world.clean(_union(self.split.valid, self.split.test))
+            contrasts["hidden_vs_heldout"] = (np.concatenate([missed.user, heldout.user]),
+                                              np.concatenate([missed.item, heldout.item]),
+                                              np.arange(len(missed) + len(heldout)) < len(missed))
         if self.withheld is not None and len(self.withheld):
             contrasts["withheld"] = _with_contrast(self.withheld.user, self.withheld.item, observed, seed)
         return contrasts

@@ -112,6 +112,10 @@ def test_flip_contrast_pairs_hidden_likes_with_unobserved_unliked_items(datamodu
     for user, item in zip(users[~is_target].tolist(), items[~is_target].tolist()):
         assert item not in LIKED[user] and (user, item) not in observed
     assert users[~is_target].tolist() == users[is_target].tolist()  # one contrast per hidden like, same user
+    users, items, is_target = datamodule.flip_contrasts(seed=3)["hidden_vs_heldout"]
+    # hidden likes against the liked pairs of valid and test: user 0's 2 and 3, user 1's 2 (its 7 is not liked)
+    assert sorted(zip(users[~is_target].tolist(), items[~is_target].tolist())) == [(0, 2), (0, 3), (1, 2)]
+    assert is_target.sum() == 4
 
 
 def test_withheld_training_pairs_leave_training_and_form_their_own_view(tmp_path):

@@ -51,7 +51,8 @@ def test_distill_records_per_seed_values_verdicts_and_whether_each_claim_holds(m
     assert point["paired_tests"]["bpo"]["hidden/ndcg@20"]["verdict"] == "behind"
     assert finding["points"]["missing_positive_rate=0.0"]["paired_tests"]["bpr"]["test/ndcg@20"]["verdict"] == "tied"
     assert point["data"]["users"] == 200 and "hidden" in point["data"]["test_views_rows"]  # the toy world, rebuilt
-    ndcg, _, rho = finding["claims"]
+    ndcg, _, rho, authors = finding["claims"]
+    assert authors["detail"]["missing_positive_rate=0.2"] == {"nbpo_authors": None} and not authors["holds"]
     assert ndcg["covered_points"] == ["missing_positive_rate=0.2"]  # rate 0 has no hidden likes to find
     assert ndcg["detail"]["missing_positive_rate=0.2"] == {"bpr": "ahead", "bpo": "behind"}
     assert not ndcg["holds"] and rho["holds"] and not finding["holds"]
