@@ -24,7 +24,8 @@ def _train_one_epoch(datamodule, **init_args) -> ImplicitRecommender:
     return model
 
 
-def test_full_matrix_l2_shrinks_every_row_once_per_epoch_after_unregularized_steps():
+def test_full_matrix_l2_shrinks_every_row_after_unregularized_steps():
+    """Fewer positives than full_matrix_batch: one batch, so one shrink after the epoch's steps."""
     datamodule = InteractionDataModule(world_preset="toy", false_positive_rate=0.0)
     free = _train_one_epoch(datamodule, l2=0.0, flip_l2=0.0)
     full = _train_one_epoch(datamodule, l2=2.0, flip_l2=3.0, l2_mode="full_matrix")
@@ -37,6 +38,17 @@ def test_full_matrix_l2_shrinks_every_row_once_per_epoch_after_unregularized_ste
     per_triple = _train_one_epoch(datamodule, l2=2.0, flip_l2=3.0)
     assert not np.allclose(per_triple.preference.user_weight.detach().numpy(),
                            full.preference.user_weight.detach().numpy())
+
+
+def test_full_matrix_l2_steps_once_per_batch_of_positives(monkeypatch):
+    datamodule = InteractionDataModule(world_preset="toy", false_positive_rate=0.0)
+    shrinks = []
+    original = ImplicitRecommender._shrink_full_matrices
+    monkeypatch.setattr(ImplicitRecommender, "_shrink_full_matrices", lambda self: (shrinks.append(1), original(self)))
+    model = _train_one_epoch(datamodule, l2=0.5, flip_l2=1.0, l2_mode="full_matrix", full_matrix_batch=1000)
+    n_positives = len(datamodule.train_users)
+    assert len(model._kernels) == len(shrinks) == -(-n_positives // 1000) > 1
+    assert sum(len(k.pairs) for k in model._kernels) == n_positives  # each positive in exactly one batch
 
 
 def test_full_matrix_l2_refuses_a_step_that_would_flip_the_factors():
