@@ -175,8 +175,8 @@ def tables(finding: dict[str, Any]) -> str:
     models = list(finding["models"])
     reference = finding["reference_model"]
     lines: list[str] = []
-    first = next(iter(finding["points"].values()))
-    for key in [k for k in first["metrics"][reference]]:
+    keys = list(dict.fromkeys(k for point in finding["points"].values() for k in point["metrics"][reference]))
+    for key in keys:
         lines += [f"**{key}** (mean ± sd over seeds {finding['seeds']}):", "",
                   f"| {parameter} | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
         for point in finding["points"].values():
@@ -210,10 +210,12 @@ def tables(finding: dict[str, Any]) -> str:
                       "withheld: withheld training pairs vs pairs with no interaction.", "",
                   f"| {parameter} | model | targets | AUC per seed | mean rho, targets | mean rho, contrast |",
                   "|---|---|---|---|---|---|", *rho_rows]
-    lines += ["", "**Claims** (a claim holds when it holds at every point it covers):", "",
+    lines += ["", f"**Claims** (a claim holds when it holds at every point it covers; '{reference} vs X: ahead' means "
+                  f"{reference} minus X > 0 with p over users < {ALPHA}):", "",
               "| claim | holds | per point |", "|---|---|---|"]
     for claim in finding["claims"]:
-        detail = "; ".join(f"{label}: " + (", ".join(f"{b} {v}" for b, v in d.items()) if "above_half" not in d
+        detail = "; ".join(f"{label}: " + (", ".join(f"{reference} vs {b}: {v}" for b, v in d.items())
+                                           if "above_half" not in d
                                            else ("AUC > 0.5" if d["above_half"] else "not all AUC > 0.5"))
                            for label, d in claim["detail"].items())
         lines.append(f"| {claim['says']} | {'yes' if claim['holds'] else 'no'} | {detail} |")

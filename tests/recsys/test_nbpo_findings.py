@@ -72,6 +72,7 @@ def test_render_rewrites_only_the_marked_block(metrics, tmp_path):
     assert "| 0.2 | 0.2100 ± 0.0141 | 0.1000 ± 0.0000 | 0.1000 ± 0.0000 |" in text
     assert "| 0.2 | bpo | hidden/ndcg@20 | -0.0100 [-0.0200, +0.0000] | 0.02 | 0.3 | behind |" in text
     assert "| 0.2 | nbpo | hidden | 0.700, 0.800 | 0.3000 | 0.1000 |" in text
+    assert "missing_positive_rate=0.2: nbpo vs bpr: ahead, nbpo vs bpo: behind" in text
     first = text
     nbpo_findings.render(docs, results)
     assert docs.read_text() == first  # rendering again changes nothing
