@@ -3,7 +3,9 @@
 Every model trains on the same data and the same split (fixed by `data.seed`); a run's seed sets
 the model's initialization and its negative draws. Each run keeps the checkpoint with the best
 validation metric (early stopping on `monitor`) and is then evaluated on the test split with the
-full-ranking evaluator (and on the clean labels when the data is the preference world).
+full-ranking evaluator (and on the clean labels and the hidden likes when the data is the
+preference world, and on the withheld training pairs with data.hide_positives; see
+`InteractionDataModule.evaluation_inputs`).
 
 Written to DIR:
 - metrics.json: {model: {metric: mean over seeds}, "per_seed": {model: {metric: [...]}},
