@@ -3,7 +3,9 @@
 Every model trains on the same data and the same split (fixed by `data.seed`); a run's seed sets
 the model's initialization and its negative draws. Each run keeps the checkpoint with the best
 validation metric (early stopping on `monitor`) and is then evaluated on the test split with the
-full-ranking evaluator (and on the clean labels when the data is the preference world).
+full-ranking evaluator (and on the clean labels and the hidden likes when the data is the
+preference world, and on the withheld training pairs with data.hide_positives; see
+`InteractionDataModule.evaluation_inputs`).
 
 Written to DIR:
 - metrics.json: {model: {metric: mean over seeds}, "per_seed": {model: {metric: [...]}},
@@ -12,7 +14,11 @@ Written to DIR:
   paired over seeds), "diagnostics": {model: {best_epoch, best_valid (the monitored validation
   value of the kept checkpoint), train_seconds, and for NBPO on the
   world flip_auc (AUC of the learned rho for telling injected false positives from true
-  positives among the training positives)}}}. With a `sweep` (one data option, several values)
+  positives among the training positives: our extension, not the paper's reading of rho) and
+  hidden_flip_auc (AUC of rho for telling hidden likes, liked but never observed, from pairs
+  neither observed nor liked: the paper's reading, rho = P(observed 0 | liked)),
+  hidden_vs_heldout_flip_auc (hidden likes vs the liked pairs observed in valid and test); with
+  data.hide_positives, withheld_flip_auc (withheld training pairs vs pairs with no interaction)}}}. With a `sweep` (one data option, several values)
   the file is {"sweep": {...}, "points": {value: that block}}.
 - report.md, metric_vs_k*.png, and with a sweep metric_vs_<option>.png.
 - runs/<point>/<model>/seed<k>/: checkpoints, logs.
@@ -199,6 +205,13 @@ def run_one(datamodule: InteractionDataModule, spec: ModelSpec, seed: int, run_d
                                      torch.as_tensor(datamodule.train_items)).numpy()
         diagnostics["rho_false_positives"] = float(rho[noise].mean()) if noise.any() else float("nan")
         diagnostics["rho_true_positives"] = float(rho[~noise].mean())
+    if getattr(model, "flip", None) is not None:
+        for name, (users, items, is_target) in datamodule.flip_contrasts().items():
+            # rho = P(observed 0 | liked): the paper's reading, judged where the truth has such pairs
+            diagnostics[f"{name}_flip_auc"] = model.flip_auc(users, items, is_target)
+            rho = model.flip_probability(torch.as_tensor(users), torch.as_tensor(items)).numpy()
+            diagnostics[f"rho_{name}"] = float(rho[is_target].mean())
+            diagnostics[f"rho_{name}_contrast"] = float(rho[~is_target].mean())
     return RunResult(result, diagnostics, checkpoint.best_model_path)
 
 
@@ -286,11 +299,22 @@ def _point_markdown(block: dict[str, Any], averaged: dict[str, EvaluationResult]
                 lines.append(f"| {other} | {key} | {users['mean_difference']:+.4f} | "
                              f"[{users['ci_low']:+.4f}, {users['ci_high']:+.4f}] | {users['p_value']:.2g} | "
                              f"{seeds_p:.2g} |")
-    diagnostics = {n: d for n, d in block["diagnostics"].items() if "flip_auc" in d}
+    for name, what in (("hidden", "hidden likes (liked, exposed, never observed) vs pairs neither observed nor liked"),
+                       ("hidden_vs_heldout", "hidden likes vs the liked pairs observed in valid and test"),
+                       ("withheld", "withheld training pairs vs pairs with no interaction")):
+        diagnostics = {n: d for n, d in block["diagnostics"].items() if f"{name}_flip_auc" in d}
+        if diagnostics:
+            lines += ["", f"Learned flip probability rho = P(observed 0 | liked) on {what}:", "",
+                      f"| model | AUC | mean rho, {name} | mean rho, contrast |", "|---|---|---|---|"]
+            for model, d in diagnostics.items():
+                lines.append(f"| {model} | {_fmt(d[f'{name}_flip_auc'])} | {_fmt(d[f'rho_{name}'])} | "
+                             f"{_fmt(d[f'rho_{name}_contrast'])} |")
+    diagnostics = {n: d for n, d in block["diagnostics"].items()
+                   if "flip_auc" in d and not all(math.isnan(v) for v in d["flip_auc"])}
     if diagnostics:
-        lines += ["", "Learned flip probability rho on the training positives (injected false positives vs true "
-                      "positives):", "", "| model | AUC | mean rho on false positives | mean rho on true positives |",
-                  "|---|---|---|---|"]
+        lines += ["", "Learned flip probability rho on the training positives as a false-positive detector "
+                      "(our extension: NBPO's likelihood takes observed positives as clean):", "",
+                  "| model | AUC | mean rho on false positives | mean rho on true positives |", "|---|---|---|---|"]
         for name, d in diagnostics.items():
             lines.append(f"| {name} | {_fmt(d['flip_auc'])} | {_fmt(d['rho_false_positives'])} | "
                          f"{_fmt(d['rho_true_positives'])} |")

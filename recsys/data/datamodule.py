@@ -3,7 +3,12 @@
 Data come from one of three places, in this order:
 - `train_path` (+ `valid_path`, `test_path`): files already split;
 - `path`: one file or directory in any supported format, filtered and split here;
-- neither: the preference world (ground truth kept, so evaluation also runs on clean labels).
+- neither: the preference world (ground truth kept, so evaluation also runs on clean labels and on
+  the hidden likes, see `evaluation_inputs`).
+
+`hide_positives` withholds a seeded share of each user's training pairs from training (any data
+source) and scores them as their own view, "withheld": how well a model finds positives that were
+turned into unobserved ones, the noise NBPO models, on data whose full truth is unknown.
 
 Training batches are triples (user, positive, n sampled negatives), shuffled per epoch from
 (seed, epoch) and sampled from (seed, epoch, batch), so runs repeat exactly. On N processes
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +43,29 @@ from recsys.models.sampling import NegativeSampler
 log = logging.getLogger(__name__)
 
 SplitKind = Literal["random", "loo", "temporal"]
+
+
+def _union(first: InteractionData, second: InteractionData) -> InteractionData:
+    """The rows of both (same vocabulary), without ratings or labels: every row a positive."""
+    return InteractionData(user=np.concatenate([first.user, second.user]),
+                           item=np.concatenate([first.item, second.item]),
+                           timestamp=np.concatenate([first.timestamp, second.timestamp]), vocab=first.vocab)
+
+
+def _with_contrast(users: np.ndarray, items: np.ndarray, forbidden: sp.csr_matrix, seed: int,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs (users, items) as targets plus, per pair, a uniform item of the same user outside `forbidden`."""
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, forbidden.shape[1], size=len(users))
+    for _ in range(1000):  # rejection: redraw the draws that hit a forbidden pair
+        hit = np.asarray(forbidden[users, drawn]).ravel() > 0
+        if not hit.any():
+            break
+        drawn[hit] = rng.integers(0, forbidden.shape[1], size=int(hit.sum()))
+    else:
+        raise UserInputError("flip contrast: some user has no pair left that is neither observed nor liked")
+    is_target = np.concatenate([np.ones(len(users), bool), np.zeros(len(users), bool)])
+    return np.concatenate([users, users]), np.concatenate([items, drawn]), is_target
 
 
 class TripleBatches(IterableDataset):
@@ -109,6 +138,10 @@ class InteractionDataModule(pl.LightningDataModule):
         world_preset, world_seed, world_users, world_items, false_positive_rate,
         missing_positive_rate, world_options: the preference world used when no path is given
             (world_options: any further WorldConfig field -> value).
+        hide_positives: share of each user's training pairs withheld from training (0: none), chosen
+            per user with the split's rule (`random_split`, ratios (1 - share, 0, share), seed
+            `hide_seed`); they are scored as the "withheld" view of the test stage.
+        hide_seed: seed of that choice (None: `seed`).
         eval_users_per_batch: users per batch of `predict`.
     """
 
@@ -121,7 +154,7 @@ class InteractionDataModule(pl.LightningDataModule):
                  world_preset: str = "small", world_seed: int | None = None, world_users: int | None = None,
                  world_items: int | None = None, false_positive_rate: float | None = None,
                  missing_positive_rate: float | None = None, world_options: dict[str, Any] | None = None,
-                 eval_users_per_batch: int = 1024):
+                 hide_positives: float = 0.0, hide_seed: int | None = None, eval_users_per_batch: int = 1024):
         super().__init__()
         if negatives < 1:
             raise UserInputError(f"data.negatives (negatives per positive) must be >= 1, got {negatives}")
@@ -131,6 +164,9 @@ class InteractionDataModule(pl.LightningDataModule):
             raise UserInputError(f"data.split must be random, loo or temporal, got {split!r}")
         if sampler not in ("uniform", "popularity"):
             raise UserInputError(f"data.sampler must be 'uniform' or 'popularity', got {sampler!r}")
+        if not 0.0 <= hide_positives < 1.0:
+            raise UserInputError(f"data.hide_positives (share of training pairs withheld) must be in [0, 1), "
+                                 f"got {hide_positives}")
         if path is None and train_path is None and (format != "auto" or columns or sep):
             raise UserInputError("data.format/data.columns/data.sep are set but no data.path (or data.train_path) "
                                  "names a file; without one the preference world is used")
@@ -149,6 +185,8 @@ class InteractionDataModule(pl.LightningDataModule):
         self.world = None
         self.split: Split | None = None
         self.clean: dict[str, InteractionData] = {}
+        self.hidden_likes: Split | None = None  # the world's missed likes, split like the observed pairs
+        self.withheld: InteractionData | None = None  # training pairs hidden from training (hide_positives)
         self._load_data()
 
     # loading ---------------------------------------------------------------------------------
@@ -192,10 +230,49 @@ class InteractionDataModule(pl.LightningDataModule):
             data = self._filter(data)
             from recsys.data.splits import make_split
 
-            self.split = make_split(data, self.split_kind, ratios=self.ratios, seed=self.seed)
+            self.split = make_split(data, self.split_kind, **self._split_options())
         if self.world is not None:
             self.clean = {"valid": self.world.clean(self.split.valid), "test": self.world.clean(self.split.test)}
+            self.hidden_likes = self._split_hidden_likes()
+        if hp.hide_positives > 0:
+            self._withhold_training(hp.hide_positives, self.seed if hp.hide_seed is None else hp.hide_seed)
         self._index_training()
+
+    def _split_options(self) -> dict[str, Any]:
+        """The options `make_split` takes for this split kind (leave-one-out takes none)."""
+        if self.split_kind == "random":
+            return {"ratios": self.ratios, "seed": self.seed}
+        return {"ratios": self.ratios} if self.split_kind == "temporal" else {}
+
+    def _split_hidden_likes(self) -> Split | None:
+        """The world's missed likes (liked, exposed, never observed) split with the observed split's rule.
+
+        The same split kind, ratios and seed as the observed pairs, applied to the missed pairs on
+        their own, so a user's hidden likes fall into train/valid/test shares in the same proportions
+        as their observed pairs. Only the test share is ever a target (the "hidden" view); the train
+        and valid shares are masked there, as train and valid observed pairs are. No missed pair is
+        an observed pair, so the three shares and the observed split are disjoint.
+        """
+        missed = self.world.missed
+        train = self.split.train
+        if not len(missed) or missed.vocab.digest() != train.vocab.digest():
+            return None  # no missed likes, or filters re-indexed the ids
+        from recsys.data.splits import make_split
+
+        missed = replace(missed, vocab=train.vocab)  # the very object, so the evaluator skips its check
+        hidden = make_split(missed, self.split_kind, **self._split_options())
+        log.info("hidden likes (liked, exposed, never observed): %s", hidden.describe())
+        return hidden
+
+    def _withhold_training(self, share: float, seed: int) -> None:
+        """Move a share of each user's training pairs out of training into `self.withheld`."""
+        from recsys.data.splits import random_split
+
+        kept = random_split(self.split.train, (1.0 - share, 0.0, share), seed=seed)
+        self.withheld = kept.test
+        self.split = Split(kept.train, self.split.valid, self.split.test)
+        log.info("withheld %d of %d training rows (share %g, seed %d); they are the 'withheld' test view",
+                 len(kept.test), len(kept.train) + len(kept.test), share, seed)
 
     def _index_training(self) -> None:
         """What the samplers and checkpoints need from the split: the training positives and their matrix."""
@@ -246,22 +323,68 @@ class InteractionDataModule(pl.LightningDataModule):
             self._seen = (self.train_matrix + self.split.valid.matrix()).tocsr()
         return self._seen[np.asarray(users)]
 
-    def evaluation_inputs(self, stage: str) -> tuple[dict[str, InteractionData], list[InteractionData]]:
+    def evaluation_inputs(self, stage: str) -> tuple[dict[str, InteractionData],
+                                                     list[InteractionData] | dict[str, list[InteractionData]]]:
         """(truth, exclude) for the evaluator. valid: masks train; test: masks train and valid.
 
-        On the world the clean truth is added as "<stage>_clean" for validation and "clean" for test.
+        On the world the clean truth is added as "<stage>_clean" for validation and "clean" for test,
+        and at test the "hidden" view: the clean test pairs plus the test share of the hidden likes
+        (what the test split would hold if no liked item had gone unobserved and no click were
+        false), with train, valid and the other shares of the hidden likes masked.
+        With `hide_positives`, the withheld training pairs are masked in every test view but their
+        own, "withheld", which masks the kept training pairs, valid and test.
+        Validation never sees hidden likes or withheld pairs (selection uses observed labels only).
         """
         if stage == "valid":
             truth = {"valid": self.split.valid}
             if self.clean:
                 truth["valid_clean"] = self.clean["valid"]
             return truth, [self.split.train]
-        if stage == "test":
-            truth = {"test": self.split.test}
-            if self.clean:
-                truth["clean"] = self.clean["test"]
-            return truth, [self.split.train, self.split.valid]
-        raise ValueError(f"unknown evaluation stage {stage!r}")
+        if stage != "test":
+            raise ValueError(f"unknown evaluation stage {stage!r}")
+        observed = [self.split.train, self.split.valid]
+        if self.withheld is not None:
+            observed.append(self.withheld)
+        truth = {"test": self.split.test}
+        if self.clean:
+            truth["clean"] = self.clean["test"]
+        if self.hidden_likes is None and self.withheld is None:
+            return truth, observed
+        exclude = {name: observed for name in truth}
+        if self.hidden_likes is not None and len(self.hidden_likes.test):
+            truth["hidden"] = _union(self.clean["test"], self.hidden_likes.test)
+            exclude["hidden"] = [*observed, self.hidden_likes.train, self.hidden_likes.valid]
+        if self.withheld is not None and len(self.withheld):
+            truth["withheld"] = self.withheld
+            exclude["withheld"] = [self.split.train, self.split.valid, self.split.test]
+        return truth, exclude
+
+    def flip_contrasts(self, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Pairs on which NBPO's rho = P(observed 0 | liked) means something: name -> (users, items, is_target).
+
+        "hidden" (world): every hidden like (liked, exposed, never observed), each beside one pair of
+        the same user that is neither observed in any split nor liked. "hidden_vs_heldout" (world):
+        the hidden likes against the liked pairs observed in valid and test (liked, unseen in training
+        too, but observed): where missing is uniform among liked exposed items, as in the world, a
+        rho that means P(observed 0 | liked) has nothing to tell them apart by (AUC 0.5). "withheld" (hide_positives):
+        every withheld training pair beside one pair of the same user with no interaction at all.
+        The contrast pairs are drawn from `seed`, so every run is judged on the same pairs.
+        """
+        observed = (self.train_matrix + self.split.valid.matrix() + self.split.test.matrix()).tocsr()
+        if self.withheld is not None:
+            observed = (observed + self.withheld.matrix()).tocsr()
+        contrasts = {}
+        if self.hidden_likes is not None:
+            missed = _union(self.hidden_likes.train, _union(self.hidden_likes.valid, self.hidden_likes.test))
+            forbidden = (observed + self.world.liked_items().astype(np.float32)).tocsr()
+            contrasts["hidden"] = _with_contrast(missed.user, missed.item, forbidden, seed)
+            heldout = self.world.clean(_union(self.split.valid, self.split.test))
+            contrasts["hidden_vs_heldout"] = (np.concatenate([missed.user, heldout.user]),
+                                              np.concatenate([missed.item, heldout.item]),
+                                              np.arange(len(missed) + len(heldout)) < len(missed))
+        if self.withheld is not None and len(self.withheld):
+            contrasts["withheld"] = _with_contrast(self.withheld.user, self.withheld.item, observed, seed)
+        return contrasts
 
     def checkpoint_metadata(self) -> dict[str, Any]:
         """The data half of checkpoint["prefengine"] (see TEAM.md)."""

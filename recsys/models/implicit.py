@@ -14,8 +14,10 @@ factorization (a second backbone instance) of the probability that a true positi
 as 0. Observed positives are taken as clean: P(y=1) = s(x)(1-r), P(y=0) = s(-x) + s(x) r. The
 stop-gradient weights make plain gradient ascent follow the surrogate gradients of Yu & Qin's
 NBPO (an EM-like weighting by the current posteriors); all four factor matrices move in one step.
-L2 per triple: (l2/2)(|U_u|^2 + |V_i|^2 + |V_j|^2) and (flip_l2/2)(|P_u|^2 + |Q_i|^2 + |Q_j|^2).
-Only U . V ranks items at test time.
+L2 per triple: (l2/2)(|U_u|^2 + |V_i|^2 + |V_j|^2) and (flip_l2/2)(|P_u|^2 + |Q_i|^2 + |Q_j|^2);
+or, with `l2_mode="full_matrix"` (as the authors' code does), on whole matrices: every row shrinks,
+touched or not, by a gradient step on (l2/2)(|U|^2 + |V|^2) (and flip_l2 for P, Q) once per batch
+of positives, and the per-triple steps carry no L2. Only U . V ranks items at test time.
 
 `engine="autograd"` trains with a torch optimizer on sampled batches; `engine="compiled"` runs
 `recsys.models.compiled_sgd` (per-sample SGD in a numba kernel that draws its own positives and
@@ -44,6 +46,7 @@ Objective = Literal["bpr", "bpo", "nbpo"]
 Engine = Literal["autograd", "compiled"]
 OptimizerName = Literal["adam", "adagrad", "sgd"]
 Schedule = Literal["none", "exponential", "cosine", "plateau"]
+L2Mode = Literal["per_triple", "full_matrix"]
 
 
 def triple_loss(objective: str, x_pos: torch.Tensor, x_neg: torch.Tensor,
@@ -78,6 +81,13 @@ class ImplicitRecommender(RecommenderModule):
         init_std: N(0, init_std^2) initialization of all factors.
         rho_init: NBPO's starting flip probability; P and Q start so that every r_ui is about it.
         l2, flip_l2: L2 weights on the preference and flip factors touched by a triple.
+        l2_mode: "per_triple" (the rows a triple touches, at every step) or "full_matrix" (every
+            row of every table, W <- (1 - lr * l2) W, once per batch of positives: the authors'
+            full-matrix L2).
+        full_matrix_batch: positives per full-matrix L2 step for the compiled engine (the authors'
+            5,000): the training positives, in their fixed order, are cut into batches of this size,
+            the kernel runs over each in turn and every table shrinks after each. The autograd
+            engine shrinks after every training batch (data.batch_size).
         optimizer, lr: torch optimizer (autograd engine); the compiled engine is plain SGD at `lr`.
         flip_lr: learning rate of P and Q (default: `lr`; engine "autograd" only).
         lr_scheduler: "none" | "exponential" (x lr_gamma per epoch) | "cosine" (to 0 over
@@ -98,7 +108,8 @@ class ImplicitRecommender(RecommenderModule):
 
     def __init__(self, n_users: int, n_items: int, objective: Objective = "bpr", embedding_dim: int = 64,
                  flip_dim: int = 8, init_std: float = 0.1, rho_init: float = 0.002, l2: float = 0.0,
-                 flip_l2: float = 0.0, optimizer: OptimizerName = "adam", lr: float = 1e-3,
+                 flip_l2: float = 0.0, l2_mode: L2Mode = "per_triple", full_matrix_batch: int = 5000,
+                 optimizer: OptimizerName = "adam", lr: float = 1e-3,
                  flip_lr: float | None = None, lr_scheduler: Schedule = "none", lr_gamma: float = 0.5,
                  engine: Engine = "autograd", num_threads: int | None = None,
                  eval_ks: list[int] = (10, 20), predict_k: int = 20, monitor: str | None = None,
@@ -112,6 +123,12 @@ class ImplicitRecommender(RecommenderModule):
             raise UserInputError(f"model.objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
         if engine not in ("autograd", "compiled"):
             raise UserInputError(f"model.engine must be 'autograd' or 'compiled', got {engine!r}")
+        if l2_mode not in ("per_triple", "full_matrix"):
+            raise UserInputError(f"model.l2_mode must be per_triple or full_matrix, got {l2_mode!r}")
+        if full_matrix_batch < 1:
+            raise UserInputError(f"model.full_matrix_batch must be >= 1, got {full_matrix_batch}")
+        if l2_mode == "full_matrix" and sharding != "none":
+            raise UserInputError("model.l2_mode full_matrix shrinks whole tables in place, which sharded tables are not")
         if optimizer not in ("adam", "adagrad", "sgd"):
             raise UserInputError(f"model.optimizer must be adam, adagrad or sgd, got {optimizer!r}")
         if lr_scheduler not in ("none", "exponential", "cosine", "plateau"):
@@ -135,7 +152,7 @@ class ImplicitRecommender(RecommenderModule):
                                             logit_offset=math.log(rho_init / (1 - rho_init)))
         # The compiled kernel steps the tables itself; Lightning must not call backward/step.
         self.automatic_optimization = engine == "autograd"
-        self._kernel = None
+        self._kernels = None  # the compiled kernels, one per batch of positives (full_matrix) or one for all
         self._item_rows: torch.Tensor | None = None  # the item table, held during a sharded evaluation
 
     def _factorizations(self) -> list[MatrixFactorization]:
@@ -212,6 +229,8 @@ class ImplicitRecommender(RecommenderModule):
             out["rho_neg"] = torch.sigmoid(g_neg).mean().detach()
         data = triple_loss(self.objective, x[:, :1], x[:, 1:], g_pos, g_neg).mean()
         reg = 0.5 * self.hparams.l2 * row_sq.mean() + 0.5 * self.hparams.flip_l2 * flip_sq.expand(len(users), n).mean()
+        if self.hparams.l2_mode == "full_matrix":
+            reg = torch.zeros((), device=x.device)  # applied to whole tables at the epoch's end instead
         out["data"] = data.detach()
         out["loss"] = data + reg
         return out
@@ -234,31 +253,66 @@ class ImplicitRecommender(RecommenderModule):
         from recsys.models.compiled_sgd import CompiledSGD
 
         datamodule = self._datamodule()
-        if self._kernel is None:
+        rank, world = trainer_rank_and_world(self.trainer)
+        full_matrix = self.hparams.l2_mode == "full_matrix"
+        if full_matrix and world > 1:
+            raise UserInputError("model.l2_mode full_matrix with the compiled engine runs in one process: the ranks' "
+                                 "merged row updates would shrink every row once per rank")
+        if self._kernels is None:
             indptr, indices = datamodule.train_csr()
-            self._kernel = CompiledSGD(
-                batch["users"].numpy(), batch["positives"].numpy(), indptr, indices, self.hparams.n_items,
-                objective=self.objective, lr=self.hparams.lr, reg=self.hparams.l2, n_neg=datamodule.negatives,
-                flip_reg=self.hparams.flip_l2, item_weights=datamodule.sampler.item_weights,
-                num_threads=self.hparams.num_threads)
+            users, positives = batch["users"].numpy(), batch["positives"].numpy()
+            size = self.hparams.full_matrix_batch if full_matrix else len(users)
+            self._kernels = [CompiledSGD(
+                users[lo:lo + size], positives[lo:lo + size], indptr, indices, self.hparams.n_items,
+                objective=self.objective, lr=self.hparams.lr, reg=self._triple_l2(self.hparams.l2),
+                n_neg=datamodule.negatives, flip_reg=self._triple_l2(self.hparams.flip_l2),
+                item_weights=datamodule.sampler.item_weights,
+                num_threads=self.hparams.num_threads) for lo in range(0, len(users), size)]
         optimizer = self.optimizers()
         lr = optimizer.param_groups[0]["lr"]
         flip = {}
         if self.flip is not None:
             flip = {"flip_user_w": self.flip.user_weight, "flip_item_w": self.flip.item_weight}
-        rank, world = trainer_rank_and_world(self.trainer)
         seed = (datamodule.sample_seed * 1_000_003 + self.current_epoch + rank * 7_919_000_003) % 2**62
         tables = [self.preference.user_weight, self.preference.item_weight, *flip.values()]
         start = [t.detach().clone() for t in tables] if world > 1 else []
-        loss = self._kernel.epoch(self.preference.user_weight, self.preference.item_weight, seed=seed, lr=lr, **flip)
+        total, samples = 0.0, 0
+        for index, kernel in enumerate(self._kernels):
+            part_seed = (seed + index * 1_000_000_007) % 2**62
+            loss = kernel.epoch(self.preference.user_weight, self.preference.item_weight, seed=part_seed, lr=lr, **flip)
+            total, samples = total + loss * kernel.samples_per_epoch, samples + kernel.samples_per_epoch
+            if full_matrix:
+                self._shrink_full_matrices()
+        loss = total / samples
         for table, before in zip(tables, start):  # each rank trained on its own users' positives
             merge_row_updates(table, before)
         # No parameter has a gradient, so this changes nothing; it advances Lightning's global step,
         # which checkpointing and logging count on under manual optimization.
         optimizer.step()
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=1, sync_dist=True)
-        self.log("train/samples", float(self._kernel.samples_per_epoch), on_step=False, on_epoch=True,
+        self.log("train/samples", float(samples), on_step=False, on_epoch=True,
                  batch_size=1, reduce_fx="sum", sync_dist=True)  # summed over the ranks too
+
+    def _triple_l2(self, weight: float) -> float:
+        return weight if self.hparams.l2_mode == "per_triple" else 0.0
+
+    @torch.no_grad()
+    def _shrink_full_matrices(self) -> None:
+        """Full-matrix L2: one gradient step on (l2/2)|W|^2 for every table, at each group's learning rate."""
+        groups = self.optimizers().param_groups
+        steps = [(self.preference, groups[0]["lr"] * self.hparams.l2)]
+        if self.flip is not None:
+            steps.append((self.flip, groups[-1]["lr"] * self.hparams.flip_l2))
+        for factorization, decay in steps:
+            if not 0.0 <= decay < 1.0:
+                raise UserInputError(f"full-matrix L2: lr x l2 = {decay:g} must be below 1 (it would flip or zero "
+                                     "the factors); lower model.l2 / model.flip_l2")
+            for table in (factorization.user_weight, factorization.item_weight):
+                table.mul_(1.0 - decay)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.engine == "autograd" and self.hparams.l2_mode == "full_matrix":
+            self._shrink_full_matrices()
 
     def on_train_epoch_end(self) -> None:
         if self.engine != "compiled" or self.hparams.lr_scheduler in ("none", "plateau"):

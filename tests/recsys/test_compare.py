@@ -57,6 +57,18 @@ def test_metrics_json_holds_means_seeds_tests_and_flip_auc(comparison):
     assert all(np.isnan(v) for v in payload["points"]["false_positive_rate=0.0"]["diagnostics"]["nbpo"]["flip_auc"])
 
 
+
+def test_hidden_likes_view_and_rho_on_hidden_likes_are_compared(comparison):
+    """The toy world misses 20% of liked exposed items: the hidden/ view and the paper's rho AUC appear."""
+    payload = json.loads((comparison / "metrics.json").read_text())
+    point = payload["points"]["false_positive_rate=0.0"]
+    assert len(point["per_seed"]["nbpo"]["hidden/ndcg@10"]) == 2
+    assert point["paired_tests"]["tests"]["popularity"]["hidden/ndcg@10"]["over_users"]["n"] > 100
+    auc = point["diagnostics"]["nbpo"]["hidden_flip_auc"]
+    assert len(auc) == 2 and all(0.0 <= v <= 1.0 for v in auc)
+    assert "hidden_flip_auc" not in point["diagnostics"]["popularity"]
+    assert "| nbpo |" in (comparison / "report.md").read_text().split("hidden likes (liked, exposed")[1]
+
 def test_report_and_plots_are_written(comparison):
     report = (comparison / "report.md").read_text()
     assert "## false_positive_rate=0.2" in report and "Paired tests, nbpo minus each model" in report

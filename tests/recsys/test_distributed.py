@@ -108,7 +108,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     model = _model(datamodule, objective="bpr", engine="compiled", num_threads=1, lr=0.05)
     trainer = _trainer()
     trainer.fit(model, datamodule=datamodule)  # 3 kernel epochs, each over this rank's users' positives
-    result["compiled"] = {"pairs": model._kernel.pairs.copy(), "users": model.user_embeddings(),
+    result["compiled"] = {"pairs": model._kernels[0].pairs.copy(), "users": model.user_embeddings(),
                           "items": model.item_embeddings()}
     table = torch.zeros(4, 2)
     start = table.clone()
