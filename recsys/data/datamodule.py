@@ -264,7 +264,7 @@ class InteractionDataModule(pl.LightningDataModule):
         raise ValueError(f"unknown evaluation stage {stage!r}")
 
     def checkpoint_metadata(self) -> dict[str, Any]:
-        """The data half of checkpoint["prefengine"] (see TEAM.md)."""
+        """The data half of checkpoint["prefengine"]: what export and serving need to know about the data."""
         train = self.split.train
         vocab = train.vocab
         catalog = train.catalog
