@@ -313,3 +313,28 @@ def test_documented_command_runs(documented: Documented, scratch: Scratch):
 def test_the_exempt_commands_are_few():
     exempt = [key for key, entry in COMMANDS.items() if entry.covered]
     assert len(exempt) <= 7, exempt
+
+
+def test_the_service_answers_with_the_checkpoints_own_top_k(scratch: Scratch):
+    """The README's path end to end: `recsys fit` -> `recsys export` -> `python -m serving` -> HTTP.
+    A known user's served list is the trained checkpoint's own top 10 with its training items left out."""
+    import numpy as np
+    import torch
+
+    from recsys.models.implicit import ImplicitRecommender
+
+    scratch.need("nbpo_service")
+    checkpoint = scratch.root / "artifacts/runs/nbpo/checkpoints/best-epoch=43.ckpt"
+    block = torch.load(checkpoint, weights_only=False, map_location="cpu")["prefengine"]
+    model = ImplicitRecommender.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False)
+    url = scratch.services["8000"][1]
+    for user in (0, 42, 199):
+        scores = model.scorer(np.array([user]))[0].numpy().astype(np.float64)
+        seen = block["train_items_by_user"]
+        scores[seen["indices"][seen["indptr"][user]:seen["indptr"][user + 1]].numpy()] = -np.inf
+        expected = [block["vocab_items"][i] for i in np.argsort(-scores, kind="stable")[:10]]
+        reply = httpx.post(f"{url}/v1/recommend", json={"user_id": block["vocab_users"][user], "k": 10}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["user_known"] is True
+        assert [item["item_id"] for item in body["items"]] == expected
