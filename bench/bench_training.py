@@ -7,7 +7,7 @@ Data: the preference world at MovieLens-1M shape (`WorldConfig.movielens_1m_shap
 Peer: `implicit.cpu.bpr.BayesianPersonalizedRanking` (0.7.3, Cython + OpenMP), factors=64 (it
 adds a 65th column for an item bias), its own sampler (negatives in proportion to popularity,
 positives rejected). Ours: `recsys.models.compiled_sgd.CompiledSGD` stepping the TorchRec tables of
-`ImplicitRecommender` (engineer D's module, its initialization) for BPR and NBPO, 64-d, uniform
+`ImplicitRecommender` (the model `recsys fit` trains, with its initialization) for BPR and NBPO, 64-d, uniform
 negatives, one per positive. L2 0.01 everywhere (the same per-row gradient term in both).
 
 Tuning, the same budget for each method: learning rate in LRS; recall@20 on the validation split

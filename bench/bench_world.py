@@ -1,6 +1,6 @@
 """World generation: throughput and peak memory for the MovieLens-1M-shaped world (about 1M interactions).
 
-Targets (issue 2): 1,000,000 observed interactions in under 60 s on 2 cores, peak memory under 2 GB.
+Targets: 1,000,000 observed interactions in under 60 s on 2 cores, peak memory under 2 GB.
 
 References measured in the same run:
 - `naive_choice`: what the core sampling costs when written the obvious way, one

@@ -107,10 +107,13 @@ def finding(block: dict[str, Any], reference: str, baseline: str, min_gain: floa
     tests = block["paired_tests"]["tests"].get(baseline)
     if tests is None:
         raise UserInputError(f"compare: finding.baseline {baseline!r} is not one of the compared models")
-    cold, warm = tests["test_cold/auc"], tests["test_warm/auc"]
+    # With one seed there is no over-seeds test; the gain is then the difference of the two runs.
+    cold, warm = tests.get("test_cold/auc", {}), tests.get("test_warm/auc", {})
     cold_users, warm_users = tests.get("test_cold/user_auc", {}), tests.get("test_warm/user_auc", {})
-    gain = cold["over_seeds"]["mean_difference"] if "over_seeds" in cold else float("nan")
-    warm_change = warm["over_seeds"]["mean_difference"] if "over_seeds" in warm else float("nan")
+    gain = cold["over_seeds"]["mean_difference"] if "over_seeds" in cold else \
+        block[reference]["test_cold/auc"] - block[baseline]["test_cold/auc"]
+    warm_change = warm["over_seeds"]["mean_difference"] if "over_seeds" in warm else \
+        block[reference]["test_warm/auc"] - block[baseline]["test_warm/auc"]
     # "Does not hurt": the warm-user difference is not significantly negative, over seeds and over users.
     hurts = any(t.get("mean_difference", 0) < 0 and t.get("p_value", 1) < 0.05
                 for t in (warm.get("over_seeds", {}), warm_users.get("over_users", {})))
@@ -204,7 +207,7 @@ def main(argv: list[str]) -> int:
     if config.threads < 1:
         raise UserInputError(f"compare: threads must be >= 1, got {config.threads}")
     torch.set_num_threads(config.threads)
-    specs = [compare._load_spec(name, raw) for name, raw in config.models.items()]
+    specs = [compare.load_model_spec(name, raw) for name, raw in config.models.items()]
     if len(specs) < 2 or not config.seeds:
         raise UserInputError("compare: give at least two models and one seed")
     for noisy in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):

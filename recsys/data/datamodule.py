@@ -387,7 +387,7 @@ class InteractionDataModule(pl.LightningDataModule):
         return contrasts
 
     def checkpoint_metadata(self) -> dict[str, Any]:
-        """The data half of checkpoint["prefengine"] (see TEAM.md)."""
+        """The data half of checkpoint["prefengine"]: what export and serving need to know about the data."""
         train = self.split.train
         vocab = train.vocab
         catalog = train.catalog

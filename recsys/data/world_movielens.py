@@ -6,6 +6,7 @@ go through the MovieLens loader exactly as downloaded ones would. They have Movi
 format, not its content: numbers on them say nothing about real MovieLens accuracy.
 
     python -m recsys.data.world_movielens --out artifacts/ml1m-world [--seed 0] [--false-positive-rate 0.1]
+    python -m recsys.data.world_movielens --out artifacts/toy-world --preset toy     # a small file, same format
 
 `ratings.dat`: `UserID::MovieID::Rating::Timestamp`, ids 1-based, ratings rounded to 1..5.
 `movies.dat`: `MovieID::Title::Genres`, the item's category as its genre.
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recsys.data.world_movielens", description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="directory for ratings.dat and movies.dat")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", default="movielens-1m", choices=("toy", "small", "movielens-1m"),
+                        help="world size: movielens-1m (6,040 users x 3,706 items, about 1M ratings) or smaller")
     parser.add_argument("--false-positive-rate", type=float, default=None,
                         help="share of observed positives that are clicks on disliked items (preset default if unset)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.false_positive_rate is not None:
         overrides["false_positive_rate"] = args.false_positive_rate
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    world = generate_world(WorldConfig.movielens_1m_shape(**overrides))
+    world = generate_world(WorldConfig.preset(args.preset, **overrides))
     print(write_movielens(world.observed, args.out))
     return 0
 
