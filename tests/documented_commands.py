@@ -21,6 +21,9 @@ paths land there. `curl` lines go to the service that `SERVICES` names for their
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,13 @@ COMPARE_NOISY_TINY = ("--seeds [0] --data.world_preset toy --data.world_users 20
 COMPARE_PERSONALITY_TINY = (
     "--seeds [0] --data.world_preset toy --models '{traits: {config: configs/recsys/personality.yaml, max_epochs: 2}, "
     "no_traits: {config: configs/recsys/personality.yaml, init_args: {use_traits: false}, max_epochs: 2}}'")
+COMPARE_HIDDEN_TINY = ("--seeds '[0, 1]' --trainer '{max_epochs: 2, check_val_every_n_epoch: 1}' "
+                       "--data '{world_preset: toy, false_positive_rate: 0.0, seed: 0}' "
+                       "--sweep '{missing_positive_rate: [0.0, 0.2]}'")
+TUNE_HIDDEN_TINY = ("--trainer '{max_epochs: 2, check_val_every_n_epoch: 1}' "
+                    "--data '{world_preset: toy, false_positive_rate: 0.0, seed: 0}' "
+                    "--sweep '{missing_positive_rate: [0.2]}'")
+HUMAN_TINY = "--bootstrap 200 --folds 5"
 BENCH = "a benchmark (minutes to hours; it rewrites the committed bench/results/*.json), run by people, not CI"
 
 COMMANDS: dict[str, Run] = {
@@ -84,6 +94,23 @@ COMMANDS: dict[str, Run] = {
     "python -m recsys compare -c configs/recsys/compare_noisy.yaml --out artifacts/compare/noisy":
         Run(COMPARE_NOISY_TINY),
     "python -m recsys compare -c configs/recsys/tune_noisy.yaml --out artifacts/tune/noisy": Run(COMPARE_NOISY_TINY),
+    "python -m recsys fit -c configs/recsys/nbpo_authors.yaml": Run(FIT_TOY + " --trainer.default_root_dir "
+                                                                    "artifacts/runs/nbpo_authors"),
+    "python -m recsys compare -c configs/recsys/compare_hidden.yaml --out artifacts/compare/hidden": Run(
+        COMPARE_HIDDEN_TINY, makes="hidden_compare"),
+    "python -m recsys compare -c configs/recsys/tune_nbpo_authors.yaml --out artifacts/tune/nbpo_authors": Run(
+        TUNE_HIDDEN_TINY),
+    "python -m recsys.nbpo_findings distill hidden_likes --metrics artifacts/compare/hidden/metrics.json": Run(
+        "--out artifacts/nbpo_hidden_likes.json", needs=("hidden_compare",)),
+    "python -m recsys.nbpo_findings render": Run(
+        f"--docs docs_copy.md --results {REPO / 'docs' / 'results'}", needs=("docs_copy",)),
+    "python -m recsys compare -c configs/recsys/tune_hidden_ml100k.yaml --out artifacts/tune/hidden_ml100k": Run(
+        "--trainer '{max_epochs: 2, check_val_every_n_epoch: 1}'", needs=("shared_data",)),
+    "python -m recsys compare -c configs/recsys/compare_hidden_ml100k.yaml --out artifacts/compare/hidden_ml100k":
+        Run("--trainer '{max_epochs: 2, check_val_every_n_epoch: 1}' --seeds '[0]' --sweep '{hide_positives: [0.2]}'",
+            makes="hidden_ml100k_compare"),
+    "python -m recsys.nbpo_findings distill ml100k_hidden --metrics artifacts/compare/hidden_ml100k/metrics.json":
+        Run("--out artifacts/nbpo_ml100k_hidden.json", needs=("hidden_ml100k_compare",)),
     "python -m recsys fit -c configs/recsys/bpr_movielens.yaml --data.path artifacts/ml1m-world/ratings.dat": Run(
         "--trainer.max_epochs 1 --trainer.enable_progress_bar false", needs=("ml1m_world",)),
     "python -m recsys fit -c configs/recsys/popularity.yaml --data.path artifacts/ml1m-world/ratings.dat "
@@ -115,8 +142,8 @@ COMMANDS: dict[str, Run] = {
          "[--nlist N --nprobe 16] [--min-recall 0.9] [--name nbpo] [--version V] [--force]",
          "artifacts/bundles/nbpo_hnsw --index hnsw --hnsw-m 16 --ef-construction 40 --ef-search 64 --min-recall 0.5 "
          "--name nbpo --version V --force"),), needs=("nbpo_run",)),
-    "PREFENGINE_ADMIN_TOKEN=change-me python -m serving --bundle artifacts/bundles/nbpo --port 8000": Run(
-        makes="nbpo_service", needs=("nbpo_bundle",)),
+    "PREFENGINE_ADMIN_TOKEN=long-random-admin-token-0123456789abcdef python -m serving --bundle "
+    "artifacts/bundles/nbpo --port 8000": Run(makes="nbpo_service", needs=("nbpo_bundle",)),
     "python -m serving --bundle artifacts/bundles/nbpo [--host 127.0.0.1 --port 8000 --workers 1] "
     "[--feedback-db artifacts/feedback/events.sqlite] [--config configs/serving/default.yaml]": Run(sub=(
         ("[--host 127.0.0.1 --port 8000 --workers 1] [--feedback-db artifacts/feedback/events.sqlite] "
@@ -124,14 +151,22 @@ COMMANDS: dict[str, Run] = {
          "--host 127.0.0.1 --port 8000 --workers 1 --feedback-db artifacts/feedback/other.sqlite "
          "--config configs/serving/default.yaml"),), needs=("nbpo_bundle",)),
     "PREFENGINE_ADMIN_TOKEN=... python -m serving --bundle ...": Run(sub=(
-        ("PREFENGINE_ADMIN_TOKEN=...", "PREFENGINE_ADMIN_TOKEN=change-me"),
+        ("PREFENGINE_ADMIN_TOKEN=...", "PREFENGINE_ADMIN_TOKEN=another-long-admin-token-0123456789abcdef"),
         ("--bundle ...", "--bundle artifacts/bundles/nbpo --port 8000")), needs=("nbpo_bundle",)),
     "python -m serving export-feedback --db artifacts/feedback/events.sqlite --out artifacts/feedback/events.csv":
         Run(needs=("nbpo_feedback",)),
     "python -m serving export-feedback --db artifacts/feedback/events.sqlite --out artifacts/feedback/events.csv "
-    "[--target implicit|rating] [--positive-rating 4]": Run(sub=(
-        ("[--target implicit|rating] [--positive-rating 4]", "--target rating --positive-rating 4"),),
+    "[--target implicit|rating] [--positive-rating 4] [--drop-clients-over N] [--drop-users-over N]": Run(sub=(
+        ("[--target implicit|rating] [--positive-rating 4] [--drop-clients-over N] [--drop-users-over N]",
+         "--target rating --positive-rating 4 --drop-clients-over 100 --drop-users-over 50"),),
         needs=("nbpo_feedback",)),
+    "python -m serving export-feedback --db artifacts/feedback/events.sqlite --out artifacts/feedback/events.csv "
+    "--drop-clients-over 1000 --drop-users-over 200": Run(needs=("nbpo_feedback",)),
+    # a service with every hardening flag: a second port, checked by /readyz and stopped
+    "python -m serving --bundle artifacts/bundles/nbpo --bundle-root artifacts/bundles --no-docs "
+    "--header-timeout-s 10 --body-timeout-s 10 --feedback-rate-per-s 100 --feedback-unknown-items reject": Run(
+        "--port 8001 --feedback-db artifacts/feedback/hardened.sqlite", makes="hardened_service",
+        needs=("nbpo_bundle",)),
     # personality
     "python -m recsys compare -c configs/recsys/compare_personality.yaml --out artifacts/compare/personality":
         Run(COMPARE_PERSONALITY_TINY),
@@ -166,9 +201,29 @@ COMMANDS: dict[str, Run] = {
     "python -m agents fit -c configs/agents/ppo.yaml": Run(PPO_TINY, makes="ppo_base"),
     "python -m agents fit -c configs/agents/rlhg.yaml": Run(RLHG_TINY, needs=("ppo_base",)),
     "python -m agents experiment rlhg --env prefengine/Collab-v0 --seeds 3 --out artifacts/rlhg_collab": Run(
-        RLHG_EXPERIMENT_TINY, makes="rlhg_collab"),
+        RLHG_EXPERIMENT_TINY),
     "python -m agents experiment rlhg --env prefengine/RecSim-v0 --seeds 3 --out artifacts/rlhg_recsim": Run(
+        RLHG_EXPERIMENT_TINY),
+    "python -m agents experiment rlhg --env prefengine/Collab-v0 --seeds 5 --out artifacts/rlhg_collab": Run(
+        RLHG_EXPERIMENT_TINY, makes="rlhg_collab"),
+    "python -m agents experiment rlhg --env prefengine/Collab-v0 --seeds 5 --beta-schedule none --reuse-base "
+    "artifacts/rlhg_collab --out artifacts/rlhg_collab_none": Run(RLHG_EXPERIMENT_TINY, needs=("rlhg_collab",)),
+    "python -m agents experiment rlhg --env prefengine/RecSim-v0 --seeds 5 --out artifacts/rlhg_recsim": Run(
         RLHG_EXPERIMENT_TINY, makes="rlhg_recsim"),
+    "python -m agents experiment rlhg --env prefengine/Collab-v0 --seeds 5 --beta-schedule matched "
+    "--out artifacts/rlhg_collab_matched": Run(RLHG_EXPERIMENT_TINY, makes="rlhg_collab_matched"),
+    "python -m agents experiment rlhg --env prefengine/Collab-v0 --seeds 5 --beta-schedule none --reuse-base "
+    "artifacts/rlhg_collab_matched --out artifacts/rlhg_collab_none": Run(
+        RLHG_EXPERIMENT_TINY, needs=("rlhg_collab_matched",)),
+    "python -m agents experiment rlhg --env prefengine/RecSim-v0 --seeds 5 --beta-schedule matched "
+    "--out artifacts/rlhg_recsim_matched": Run(RLHG_EXPERIMENT_TINY, makes="rlhg_recsim_matched"),
+    "python -m agents experiment rlhg --env prefengine/RecSim-v0 --seeds 5 --beta-schedule none --reuse-base "
+    "artifacts/rlhg_recsim_matched --out artifacts/rlhg_recsim_none": Run(
+        RLHG_EXPERIMENT_TINY, needs=("rlhg_recsim_matched",)),
+    "python -m agents experiment human-likelihood --data ../shared/data/delivery-human-prefs "
+    "--out artifacts/experiments/human-likelihood": Run(HUMAN_TINY, needs=("shared_data",)),
+    "python -m agents experiment regret-vs-return --mdps 100 --no-delivery --prefs 300,1000,3000,10000 --seed 0 "
+    "--out artifacts/experiments/regret-vs-return-100": Run("--mdps 2 --prefs 30,100 --steps 50 --workers 1"),
     "python -m agents simulate --env prefengine/RecSim-v0 --policy "
     "artifacts/rlhg_recsim/checkpoints/rlhg_alpha1_seed0.ckpt --episodes 200 --seed 0 --out artifacts/sim/recsim_rlhg":
         Run(SIMULATE_TINY, needs=("rlhg_recsim",)),

@@ -28,6 +28,7 @@ from documented_commands import COMMANDS, SERVICES, Run
 from serving.local import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 COMMAND_WORDS = {"python", ".venv/bin/python", "make", "curl", "torchrun", "printf"}
 ENV_ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=")
@@ -118,6 +119,11 @@ class Scratch:
         elif name == "ads16":
             fixtures = _load(ROOT / "tests" / "recsys" / "ads_fixtures.py")
             fixtures.write_corpus(self.root / "ADS16", n_users=12, seed=0)
+        elif name == "shared_data":
+            if not (SHARED / "data").is_dir():
+                pytest.skip(f"the shared public data is not at {SHARED / 'data'}")
+        elif name == "docs_copy":  # a renderer that rewrites docs/results.md works on a copy here
+            (self.root / "docs_copy.md").write_text((ROOT / "docs" / "results.md").read_text())
         elif name == "evaluation_inputs":
             for key in [k for k in COMMANDS if k.startswith("printf ")]:
                 self.run(key, COMMANDS[key])
@@ -273,7 +279,13 @@ def scratch(tmp_path_factory):
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    here = Scratch(tmp_path_factory.mktemp("documented"))
+    # The commands run one folder down, with `../shared` beside them as beside the repository, so the
+    # documented relative paths to the shared public data resolve as they do from the repository's root.
+    base = tmp_path_factory.mktemp("documented")
+    if SHARED.is_dir():
+        (base / "shared").symlink_to(SHARED)
+    (base / "work").mkdir()
+    here = Scratch(base / "work")
     yield here
     here.close()
     torch.set_num_threads(threads)
