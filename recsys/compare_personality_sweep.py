@@ -52,6 +52,7 @@ def with_value(data: dict[str, Any], parameter: str, value: Any) -> dict[str, An
         data[parameter] = value
     elif parameter in {f.name for f in fields(WorldConfig)}:
         data["world_options"] = {**(data.get("world_options") or {}), parameter: value}
+        WorldConfig.preset(data.get("world_preset", "small"), **data["world_options"])  # a bad value fails now
     else:
         raise UserInputError(f"compare: sweep option {parameter!r} is neither a data option nor a preference-world "
                              "field (recsys.data.world.WorldConfig)")
@@ -130,10 +131,10 @@ def run_sweep(config, specs, run_comparison: Callable[..., dict[str, Any]]) -> i
     baseline = config.finding.get("baseline", specs[1].name)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    datas = [with_value(dict(config.data), parameter, value) for value in values]  # every value checked first
     points: dict[str, dict[str, Any]] = {}
-    for value in values:
+    for value, data in zip(values, datas):
         label = f"{parameter}={value}"
-        data = with_value(dict(config.data), parameter, value)
         points[label] = _point(run_comparison(config, specs, data, out / label), reference, baseline)
     ordered = list(points.values())
     payload: dict[str, Any] = {"sweep": {"parameter": parameter, "values": list(values)}, "points": points,

@@ -29,6 +29,19 @@ def test_a_world_field_goes_to_world_options_and_a_data_option_stays_one():
         with_value(data, "trait_influenze", 0.8)
 
 
+@pytest.mark.parametrize("sweep, message", [
+    ("{trait_influenze: [0]}", "sweep option 'trait_influenze' is neither"),
+    ("{trait_influence: [0, 1.5]}", "trait_influence must be <= 1.0, got 1.5"),
+    ("{trait_influence: [0], cold_user_share: [0.1]}", "sweep one data option at a time"),
+])
+def test_a_bad_sweep_is_one_line_before_any_training(tmp_path, capsys, sweep, message):
+    assert recsys_main(["compare", "-c", "configs/recsys/compare_traits_sweep.yaml", "--out", str(tmp_path / "out"),
+                        "--sweep", sweep]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out" / "trait_influence=0").exists()
+
+
 def test_only_the_tastes_change_with_trait_influence():
     """The sweep's points differ in how traits shape taste, not in who the users are or what they see."""
     none, strong = (generate_world(WorldConfig.toy(trait_influence=t)).population for t in (0.0, 0.8))
