@@ -15,6 +15,8 @@ three differences that the generic command cannot express:
 metrics.json gains "pointwise" ({model: {metric: mean}}, per seed, paired tests) and "finding":
 the first model's gain in cold-user click AUC over `finding.baseline`, and its warm-user change.
 report.md gains their tables; click_auc.png plots click AUC by user group and model.
+With `sweep: {option: [values]}` the whole comparison runs once per value
+(`recsys.compare_personality_sweep`: e.g. the world's `trait_influence`, with 0 as a negative control).
 """
 
 from __future__ import annotations
@@ -200,9 +202,7 @@ def main(argv: list[str]) -> int:
         raise UserInputError(f"compare: {_one_line(error)}") from None
     if config.experiment != "personality":
         raise UserInputError(f"compare: experiment must be 'personality', got {config.experiment!r}")
-    if config.sweep:
-        raise UserInputError("compare: the personality comparison takes no sweep")
-    for key in ("models", "data", "trainer", "finding"):
+    for key in ("models", "data", "sweep", "trainer", "finding"):
         config[key] = compare._plain(config[key])
     if config.threads < 1:
         raise UserInputError(f"compare: threads must be >= 1, got {config.threads}")
@@ -212,10 +212,19 @@ def main(argv: list[str]) -> int:
         raise UserInputError("compare: give at least two models and one seed")
     for noisy in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if config.sweep:  # one comparison per value of one data option (or world field), summarized there
+        from recsys.compare_personality_sweep import run_sweep
 
-    datamodule = PersonalityDataModule(**config.data)
+        return run_sweep(config, specs, run_comparison)
+    run_comparison(config, specs, dict(config.data), Path(config.out))
+    print(f"wrote {Path(config.out) / 'metrics.json'} and {Path(config.out) / 'report.md'}")
+    return 0
+
+
+def run_comparison(config, specs: list[compare.ModelSpec], data: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Every model over every seed on one data set; writes metrics.json, report.md and plots to `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    datamodule = PersonalityDataModule(**data)
     groups = datamodule.user_groups()
     runs: dict[str, list[compare.RunResult]] = {}
     pointwise: dict[str, list[PointwiseResult]] = {}
@@ -247,7 +256,7 @@ def main(argv: list[str]) -> int:
     block["config"] = {"models": {s.name: {"class_path": f"{s.model_class.__module__}.{s.model_class.__name__}",
                                            "init_args": s.init_args, "data": s.sampling, "max_epochs": s.max_epochs}
                                   for s in specs},
-                       "seeds": list(config.seeds), "data": dict(config.data), "trainer": dict(config.trainer),
+                       "seeds": list(config.seeds), "data": dict(data), "trainer": dict(config.trainer),
                        "monitor": config.monitor, "patience": config.patience, "ks": list(config.ks),
                        "threads": config.threads}
     (out / "metrics.json").write_text(json.dumps(block, indent=2, default=float) + "\n")
@@ -271,8 +280,7 @@ def main(argv: list[str]) -> int:
                 ranking_markdown,
                 "![metric vs K](metric_vs_k.png)", ""]
     (out / "report.md").write_text("\n".join(markdown))
-    print(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
-    return 0
+    return block
 
 
 if __name__ == "__main__":

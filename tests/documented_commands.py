@@ -68,6 +68,8 @@ TUNE_HIDDEN_TINY = ("--trainer '{max_epochs: 2, check_val_every_n_epoch: 1}' "
                     "--data '{world_preset: toy, false_positive_rate: 0.0, seed: 0}' "
                     "--sweep '{missing_positive_rate: [0.2]}'")
 HUMAN_TINY = "--bootstrap 200 --folds 5"
+TRAITS_SWEEP_TINY = ("--seeds [0] --data.world_preset toy --data.world_users 200 --data.world_items 150 "
+                     "--trainer.max_epochs 2 --sweep '{trait_influence: [0]}'")
 BENCH = "a benchmark (minutes to hours; it rewrites the committed bench/results/*.json), run by people, not CI"
 
 COMMANDS: dict[str, Run] = {
@@ -172,6 +174,10 @@ COMMANDS: dict[str, Run] = {
         Run(COMPARE_PERSONALITY_TINY),
     "python -m recsys.compare_personality -c configs/recsys/compare_personality.yaml "
     "--out artifacts/compare/personality": Run(COMPARE_PERSONALITY_TINY),
+    "python -m recsys compare -c configs/recsys/compare_traits_sweep.yaml --out artifacts/compare/traits_sweep":
+        Run(TRAITS_SWEEP_TINY),
+    "python -m recsys compare -c configs/recsys/compare_traits_sweep.yaml --out artifacts/compare/traits_sweep "
+    "--data.world_users 1000 --data.world_items 500 --trainer.max_epochs 6": Run(TRAITS_SWEEP_TINY),
     "python -m recsys fit -c configs/recsys/personality_ads.yaml --data.init_args.path /data/ADS16": Run(
         "--trainer.max_epochs 1 --trainer.enable_progress_bar false", sub=(("/data/ADS16", "ADS16"),),
         makes="personality_ads_run", needs=("ads16",)),
