@@ -383,14 +383,14 @@ def _stratify(pairs, indptr, indices, n_items, blocks, seed, item_prob):
     item_block, block_items, block_start = _blocks_of(n_items, blocks, _stream(seed, 1))
     n_strata = blocks * blocks
     counts = np.zeros(n_strata + 1, dtype=np.int64)
-    key = np.empty(pairs.shape[0], dtype=np.int64)
+    key = np.empty(pairs.shape[0], dtype=np.int32)  # int32 rows and keys: 8 bytes per positive, not 16
     for r in range(pairs.shape[0]):
         key[r] = user_block[pairs[r, 0]] * blocks + item_block[pairs[r, 1]]
         counts[key[r] + 1] += 1
     for s in range(n_strata):
         counts[s + 1] += counts[s]
     fill = counts[:n_strata].copy()
-    rows = np.empty(pairs.shape[0], dtype=np.int64)
+    rows = np.empty(pairs.shape[0], dtype=np.int32)
     for r in range(pairs.shape[0]):
         rows[fill[key[r]]] = r
         fill[key[r]] += 1
@@ -555,6 +555,8 @@ class CompiledSGD:
         users, items = np.asarray(users), np.asarray(items)
         if users.ndim != 1 or users.shape != items.shape or len(users) == 0:
             raise UserInputError("users and items must be equal-length, non-empty 1-D arrays")
+        if len(users) >= 2**31:
+            raise UserInputError(f"at most 2**31-1 training positives per process, got {len(users)}")
         self.indptr = np.ascontiguousarray(train_indptr, dtype=np.int64)
         self.n_users = len(self.indptr) - 1
         if users.min() < 0 or users.max() >= self.n_users or items.min() < 0 or items.max() >= n_items:
