@@ -2,6 +2,8 @@
 
     python -m bench.select_bpr_ml100k [--data ../shared/data/ml-100k/ml-100k.inter] [--seeds 0,1] [--quick]
 
+(about 25 minutes on the loaded 2-core machine; --quick: a smoke run of a minute that writes nothing)
+
 RecBole's protocol, as the config loads it: every rating a positive, per-user random 0.8/0.1/0.1
 split (data.seed 0), full ranking with training items masked. Each candidate trains the compiled
 engine's BPR (the `ImplicitRecommender` tables and initialization, the kernel's default stratified
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="RecBole's ml-100k.inter")
     parser.add_argument("--seeds", default="0,1", help="seeds each candidate is averaged over")
-    parser.add_argument("--quick", action="store_true", help="a two-point grid per stage (a smoke run)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a two-point grid per stage of 5-10 epochs (a smoke run; writes no result)")
     args = parser.parse_args(argv)
     if not args.data.is_file():
         raise SystemExit(f"error: {args.data} is not a file (RecBole's ml-100k atomic file)")
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         value, best = max(candidates, key=lambda c: c[0])
         chosen_by_stage[name] = {"params": dict(best), "valid_ndcg@10": value}
         print(f"stage {name}: {best} (valid ndcg@10 {value:.4f})", flush=True)
+    if args.quick:
+        return
     write_result("bpr_ml100k_selection", {
         "data": str(args.data.name), "protocol": "RecBole's: every rating a positive, per-user random 0.8/0.1/0.1 "
         "(seed 0), full ranking, training items masked; 64-d BPR, compiled engine",
