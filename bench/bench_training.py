@@ -8,7 +8,9 @@ Peer: `implicit.cpu.bpr.BayesianPersonalizedRanking` (0.7.3, Cython + OpenMP), f
 adds a 65th column for an item bias), its own sampler (negatives in proportion to popularity,
 positives rejected). Ours: `recsys.models.compiled_sgd.CompiledSGD` stepping the TorchRec tables of
 `ImplicitRecommender` (the model `recsys fit` trains, with its initialization) for BPR and NBPO, 64-d, uniform
-negatives, one per positive. L2 0.01 everywhere (the same per-row gradient term in both).
+negatives, one per positive, on the kernel's default stratified schedule (bit-identical at any
+thread count); the racy Hogwild schedule is timed beside it (speed only). L2 0.01 everywhere (the
+same per-row gradient term in both).
 
 Tuning, the same budget for each method: learning rate in LRS; recall@20 on the validation split
 every CHECK_EVERY epochs up to MAX_EPOCHS; a run stops after PATIENCE checks without a new best.
@@ -66,20 +68,22 @@ class _ImplicitBPR:
 
 
 class _Compiled:
-    def __init__(self, train, lr: float, threads: int, objective: str, popularity_negatives: bool = False):
+    def __init__(self, train, lr: float, threads: int, objective: str, popularity_negatives: bool = False,
+                 schedule: str = "stratified"):
         import torch
 
         from recsys.models.compiled_sgd import CompiledSGD, positives_csr
         from recsys.models.implicit import ImplicitRecommender
 
-        self.label = f"ours {objective.upper()}" + (" (popularity negatives)" if popularity_negatives else "")
+        self.label = (f"ours {objective.upper()}" + (" (popularity negatives)" if popularity_negatives else "")
+                      + (" (Hogwild, not reproducible)" if schedule == "hogwild" else ""))
         torch.manual_seed(SEED)
         module = ImplicitRecommender(train.n_users, train.n_items, objective=objective, embedding_dim=DIM,
                                      engine="compiled", lr=lr, l2=REG, flip_l2=REG)
         indptr, indices = positives_csr(train.user, train.item, train.n_users, train.n_items)
         weights = train.item_counts().astype(np.float64) if popularity_negatives else None  # implicit's sampler
         self.kernel = CompiledSGD(train.user, train.item, indptr, indices, train.n_items, objective=objective, lr=lr,
-                                  reg=REG, flip_reg=REG, item_weights=weights, num_threads=threads)
+                                  reg=REG, flip_reg=REG, item_weights=weights, num_threads=threads, schedule=schedule)
         self.samples_per_epoch = self.kernel.samples_per_epoch
         self.tables = {"user_w": module.preference.user_weight, "item_w": module.preference.item_weight}
         if module.flip is not None:
@@ -245,6 +249,8 @@ def main() -> None:
         instances = {name: state.final for name, state in tuned.items()}
         instances["ours_bpr_popularity_negatives"] = _Compiled(split.train, tuned["ours_bpr"].best[0], THREADS, "bpr",
                                                                popularity_negatives=True)
+        instances["ours_bpr_hogwild"] = _Compiled(split.train, tuned["ours_bpr"].best[0], THREADS, "bpr",
+                                                  schedule="hogwild")
         rounds = {str(t): _timed_rounds(instances, t) for t in sorted({1, THREADS})}
         autograd_rounds = {str(t): {objective: _autograd_speed(split, objective, t) for objective in ("bpr", "nbpo")}
                            for t in sorted({1, THREADS})}
@@ -263,7 +269,10 @@ def main() -> None:
                   "peer": "implicit.cpu.bpr.BayesianPersonalizedRanking 0.7.3 (65 columns: 64 + item bias)",
                   "negatives": {"implicit_bpr": "popularity-proportional (implicit's sampler)",
                                 "ours_bpr": "uniform", "ours_nbpo": "uniform",
-                                "ours_bpr_popularity_negatives": "popularity-proportional (alias table), untuned"}},
+                                "ours_bpr_popularity_negatives": "popularity-proportional (alias table), untuned",
+                                "ours_bpr_hogwild": "uniform; threads race on shared rows (schedule='hogwild'), "
+                                                    "speed only"},
+                  "schedule": "ours: the stratified (reproducible) default unless the name says hogwild"},
         "methods": {name: {"best_lr": state.best[0], "best_epochs": state.best[1], "valid_recall@20": state.best[2],
                            "test_recall@20": test[name], "test_recall_ratio_vs_implicit": test[name] / peer_test,
                            "tuning_samples_per_s": state.samples / state.seconds, "curves": state.curves}

@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("recsys.demo", "world -> BPR and NBPO -> evaluate (observed, clean) -> export -> serve -> query"),
     "world": ("recsys.data.world_cli", "generate the preference world and write it to files"),
     "evaluate": ("recsys.evaluation.cli", "score recommendation lists from any system against held-out truth"),
-    "fit": ("recsys.train", "train a model from a YAML config (LightningCLI)"),
+    "fit": ("recsys.train", "train a model from a YAML config (LightningCLI); --seeds 0,1,2: once per seed, mean ± sd"),
     "validate": ("recsys.train", "evaluate a checkpoint on the validation split (LightningCLI)"),
     "test": ("recsys.train", "evaluate a checkpoint on the test split (LightningCLI)"),
     "predict": ("recsys.train", "write top-K recommendations for users (LightningCLI)"),

@@ -32,6 +32,8 @@ from recsys.data.datamodule import InteractionDataModule
 from recsys.distributed import TorchRecDDPStrategy, all_gather_rows
 from recsys.errors import UserInputError
 from recsys.models.base import METRIC_KEY
+from recsys.seeds import pop_seeds, report, summarize, write_summary
+from recsys.selection import ValidationCurve, selection_record
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +77,20 @@ class RecommenderCLI(LightningCLI):
         parser.link_arguments("data.n_items", "model.init_args.n_items", apply_on="instantiate")
 
     # -- where things go ----------------------------------------------------------------------
+    def __init__(self, *args, subdir: str = "", **kwargs):
+        self.subdir = subdir  # a run of `fit --seeds` writes into <root>/seed<k>
+        self.validation_curve: ValidationCurve | None = None
+        self.selection: dict[str, Any] | None = None  # after fit: how the epoch was chosen
+        self.fit_metrics: dict[str, float] = {}
+        super().__init__(*args, **kwargs)
+
+    @property
+    def base_root(self) -> Path:
+        return Path(self.config[self.subcommand].trainer.default_root_dir or DEFAULT_ROOT)
+
     @property
     def root(self) -> Path:
-        return Path(self.config[self.subcommand].trainer.default_root_dir or DEFAULT_ROOT)
+        return self.base_root / self.subdir
 
     def _parse_ckpt_path(self) -> None:
         """The config defines the model; the checkpoint must fit it (checked when it loads), never redefine it."""
@@ -88,7 +101,7 @@ class RecommenderCLI(LightningCLI):
             raise UserInputError(f"--ckpt_path: {ckpt_path} is not a file")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        root = Path(config.get("default_root_dir") or DEFAULT_ROOT)
+        root = Path(config.get("default_root_dir") or DEFAULT_ROOT) / self.subdir
         config["default_root_dir"] = str(root)
         if config.get("strategy") == "ddp":
             # DDP that leaves sharded TorchRec tables to TorchRec; otherwise the same as Lightning's "ddp".
@@ -109,6 +122,9 @@ class RecommenderCLI(LightningCLI):
         for checkpoint in checkpoints:
             if checkpoint.dirpath is None:
                 checkpoint.dirpath = str(root / "checkpoints")
+        if self.subcommand == "fit":
+            self.validation_curve = ValidationCurve(checkpoints[0].monitor)
+            trainer.callbacks.append(self.validation_curve)
         if self.subcommand == "predict":
             trainer.callbacks.append(TopKWriter(root / "predictions.csv"))
         return trainer
@@ -118,17 +134,22 @@ class RecommenderCLI(LightningCLI):
         return {key: float(value) for key, value in self.trainer.callback_metrics.items()
                 if METRIC_KEY.match(key)}
 
-    def _write_metrics(self, metrics: dict[str, float]) -> Path:
+    def _write_metrics(self, metrics: dict[str, float], selection: dict[str, Any] | None = None) -> Path:
         path = self.root / "metrics.json"
         if not self.trainer.is_global_zero:  # every rank holds the same metrics; one writes them
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+        payload: dict[str, Any] = dict(sorted(metrics.items()))
+        if selection is not None:
+            payload["selection"] = selection
+        path.write_text(json.dumps(payload, indent=2) + "\n")
         log.info("wrote %s", path)
         print(f"metrics: {path}")
         return path
 
     def after_fit(self) -> None:
+        # before validate/test below, which reload callback states from the best checkpoint
+        self.selection = selection_record(self.trainer, self.validation_curve) if self.validation_curve else None
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         if not best:
             # Lightning checkpoints only after optimizer steps; a model with nothing to optimize
@@ -141,10 +162,13 @@ class RecommenderCLI(LightningCLI):
         metrics = self._metrics()
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt_path)
         metrics.update(self._metrics())
-        self._write_metrics(metrics)
+        self._write_metrics(metrics, self.selection)
+        self.fit_metrics = metrics
         if self.trainer.is_global_zero:
             store_metrics_in_checkpoint(Path(best), metrics)
             print(f"best checkpoint: {best}")
+            if self.selection:
+                print(f"selection: {self.selection['why']}")
 
     def after_validate(self) -> None:
         self._write_metrics(self._metrics())
@@ -212,15 +236,38 @@ def log_to_console() -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`argv` starts with the subcommand: fit, validate, test or predict."""
+    """`argv` starts with the subcommand: fit, validate, test or predict.
+
+    `fit --seeds 0,1,2` fits once per seed (`recsys.seeds`) and writes mean ± sd over them.
+    """
     log_to_console()
     quiet_lightning_warnings()
+    argv, seeds = pop_seeds(argv)
+    if seeds is None:
+        _run(argv)
+        return 0
+    if not argv or argv[0] != "fit":
+        raise UserInputError("--seeds applies to `recsys fit` only")
+    metrics, selections, cli = {}, {}, None
+    for seed in seeds:
+        print(f"== seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})", flush=True)
+        cli = _run([*argv, "--seed_everything", str(seed), "--data.sample_seed", str(seed)], subdir=f"seed{seed}")
+        metrics[seed], selections[seed] = cli.fit_metrics, cli.selection
+    if cli.trainer.is_global_zero:
+        summary = summarize(metrics, selections)
+        path = write_summary(cli.base_root, summary)
+        print(report(summary))
+        print(f"metrics over seeds: {path}")
+    return 0
+
+
+def _run(argv: list[str], subdir: str = "") -> RecommenderCLI:
     try:
-        RecommenderCLI(
+        return RecommenderCLI(
             model_class=LightningModule, subclass_mode_model=True, datamodule_class=InteractionDataModule,
             subclass_mode_data=True,  # so a config may name a subclass (e.g. the personality DataModule)
             seed_everything_default=0, save_config_kwargs={"overwrite": True},
-            parser_kwargs={"exit_on_error": False}, args=argv, auto_configure_optimizers=False)
+            parser_kwargs={"exit_on_error": False}, args=argv, auto_configure_optimizers=False, subdir=subdir)
     except ArgumentError as error:
         raise UserInputError(_one_line(error)) from None
     except ValueError as error:  # jsonargparse wraps errors raised while it instantiates a subclass
@@ -228,7 +275,6 @@ def main(argv: list[str]) -> int:
         if cause is None:
             raise
         raise cause from None
-    return 0
 
 
 def _user_error_inside(error: BaseException) -> UserInputError | None:

@@ -132,6 +132,8 @@ class InteractionDataModule(pl.LightningDataModule):
         kcore: iterative k-core on users and items (0: off).
         dedup: policy for repeated (user, item) rows (see recsys.data.filters); None keeps every row.
         seed: seed of the split, the epoch shuffles and the negative draws.
+        sample_seed: seed of the epoch shuffles and negative draws alone (None: `seed`); `recsys fit
+            --seeds` and `recsys compare` vary it per run while `seed` keeps the split fixed.
         batch_size: training positives per batch.
         negatives: sampled negatives per positive (>= 1).
         sampler: "uniform" or "popularity" negatives; popularity_exponent damps popularity.
@@ -154,7 +156,8 @@ class InteractionDataModule(pl.LightningDataModule):
                  world_preset: str = "small", world_seed: int | None = None, world_users: int | None = None,
                  world_items: int | None = None, false_positive_rate: float | None = None,
                  missing_positive_rate: float | None = None, world_options: dict[str, Any] | None = None,
-                 hide_positives: float = 0.0, hide_seed: int | None = None, eval_users_per_batch: int = 1024):
+                 hide_positives: float = 0.0, hide_seed: int | None = None, eval_users_per_batch: int = 1024,
+                 sample_seed: int | None = None):
         super().__init__()
         if negatives < 1:
             raise UserInputError(f"data.negatives (negatives per positive) must be >= 1, got {negatives}")
@@ -180,7 +183,7 @@ class InteractionDataModule(pl.LightningDataModule):
         self.path, self.format, self.columns, self.sep = path, format, columns, sep
         self.split_kind, self.ratios = split, tuple(float(r) for r in ratios)
         self.seed, self.batch_size, self.negatives = int(seed), int(batch_size), int(negatives)
-        self.sample_seed = self.seed  # epoch shuffles and negative draws; compare varies it per run
+        self.sample_seed = self.seed if sample_seed is None else int(sample_seed)  # compare varies it per run
         self.sampler_kind, self.popularity_exponent = sampler, popularity_exponent
         self.world = None
         self.split: Split | None = None

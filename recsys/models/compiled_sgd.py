@@ -25,13 +25,35 @@ Negatives are uniform over the items, or drawn from per-item weights (e.g. popul
 Walker's alias table in O(1); a draw that hits one of u's positives is redrawn. NBPO's flip
 factors may take their own learning rate (`flip_lr`).
 
-Threads: the kernel releases the GIL and runs on `num_threads` Python threads, each over its
-share of the chunks, writing shared rows without locks (Hogwild).
+Threads, and why results do not depend on them. The default schedule is stratified, as in
+DSGD (Gemulla et al., KDD 2011): each epoch splits users and items into T random blocks of equal
+size (a fresh permutation per epoch, drawn from the epoch's seed), and the positives into the
+T x T strata (user block a, item block b). The epoch runs T sub-epochs; sub-epoch s trains the
+strata (a, (a + s) mod T) for every a. Within a stratum, positives are drawn uniformly with
+replacement, as many draws as the stratum holds positives, and every negative is drawn inside
+item block b. So the strata of one sub-epoch touch disjoint rows of every table, and the threads
+(Python threads over nogil numba code, one stratum per task) never share a row: each stratum has
+its own random stream from (seed, stratum), and the tables after an epoch are the same bit for
+bit on 1, 2 or 16 threads, in any order of completion. T depends only on the catalog (up to 4
+blocks of at least 64 items), never on the thread count.
 
-Randomness: positives are split into fixed-size chunks, each with its own random stream derived
-from (seed, chunk); the draws never depend on the thread count, and one thread gives bit-equal
-results for the same seed. With more threads, updates to shared rows race (Hogwild) and the
-weights differ slightly from run to run.
+Why the sampling stays unbiased. Over an epoch every positive is still drawn once in expectation
+(each stratum draws as many as it holds). A negative is drawn from block(i) minus u's positives;
+since the item permutation is uniform and independent of everything else, all items that are not
+u's positives are exchangeable under it, so the negative for (u, i) is uniform over u's
+non-positives, exactly as in the unstratified sampler. With item weights the draw is the global
+alias table restricted to the block, proportional to the weights within it; averaged over the
+permutations it matches the weighted draw up to the fluctuation of the blocks' total weight.
+What changes is the order of the steps (stratum by stratum), which is DSGD's, with its
+convergence guarantee. A user whose positives fill a whole block has no negative there; draws of
+that user in that stratum make no step (with >= 64 items per block, only users who hold most of
+the catalog).
+
+`schedule="hogwild"` is the older alternative: positives split into fixed-size chunks, each with its
+own random stream from (seed, chunk), threads over shares of the chunks writing shared rows
+without locks. The draws never depend on the thread count and one thread gives bit-equal
+results, but with more threads updates to shared rows race and the weights differ from run to
+run. It is kept as an opt-in; its speed beside the default is in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -46,6 +68,11 @@ from numba import njit
 from recsys.errors import UserInputError
 
 OBJECTIVES = ("bpr", "bpo", "nbpo")
+SCHEDULES = ("stratified", "hogwild")
+# Blocks of the stratified schedule: enough strata per sub-epoch to keep 2-4 threads busy; a block
+# holds at least _MIN_BLOCK_ITEMS items so that negatives drawn inside it are rarely rejected.
+_BLOCKS = 4
+_MIN_BLOCK_ITEMS = 64
 _BPR, _BPO, _NBPO = 0, 1, 2
 # Positives per random stream; fixed so that the draws do not depend on the thread count.
 _CHUNK = 2048
@@ -316,6 +343,153 @@ def _negatives(users, indptr, indices, n_items, alias_prob, alias_item, seed):
     return out
 
 
+# --- the race-free schedule: stratified epochs ------------------------------------------------
+@njit(nogil=True, cache=True)
+def _permutation(n, state):
+    """A uniform random permutation of 0..n-1 (Fisher-Yates)."""
+    perm = np.arange(n)
+    for k in range(n - 1, 0, -1):
+        state, z = _next(state)
+        m = _below(z, k + 1)
+        perm[k], perm[m] = perm[m], perm[k]
+    return perm
+
+
+@njit(nogil=True, cache=True)
+def _blocks_of(n, blocks, state):
+    """Random equal-size blocks of 0..n-1: (block of each element, elements ordered by block, block starts)."""
+    perm = _permutation(n, state)
+    block_of = np.empty(n, dtype=np.int64)
+    start = np.zeros(blocks + 1, dtype=np.int64)
+    for k in range(n):
+        b = k * blocks // n
+        block_of[perm[k]] = b
+        start[b + 1] = k + 1
+    for b in range(1, blocks + 1):  # an empty block starts where the one before it ends
+        start[b] = max(start[b], start[b - 1])
+    return block_of, perm, start
+
+
+@njit(nogil=True, cache=True)
+def _stratify(pairs, indptr, indices, n_items, blocks, seed, item_prob):
+    """One epoch's strata: random user and item blocks, and the positives of each (user block, item block).
+
+    Returns (rows of `pairs` grouped by stratum a * blocks + b, stratum starts, item block of each
+    item, items ordered by block, item block starts, can_draw[u, b]: whether user u has an item
+    left to draw as a negative in item block b).
+    """
+    n_users = indptr.shape[0] - 1
+    user_block, _, _ = _blocks_of(n_users, blocks, _stream(seed, 0))
+    item_block, block_items, block_start = _blocks_of(n_items, blocks, _stream(seed, 1))
+    n_strata = blocks * blocks
+    counts = np.zeros(n_strata + 1, dtype=np.int64)
+    key = np.empty(pairs.shape[0], dtype=np.int32)  # int32 rows and keys: 8 bytes per positive, not 16
+    for r in range(pairs.shape[0]):
+        key[r] = user_block[pairs[r, 0]] * blocks + item_block[pairs[r, 1]]
+        counts[key[r] + 1] += 1
+    for s in range(n_strata):
+        counts[s + 1] += counts[s]
+    fill = counts[:n_strata].copy()
+    rows = np.empty(pairs.shape[0], dtype=np.int32)
+    for r in range(pairs.shape[0]):
+        rows[fill[key[r]]] = r
+        fill[key[r]] += 1
+    # what each user's positives take out of each block: a count (uniform) or a probability mass
+    block_mass = np.zeros(blocks)
+    for i in range(n_items):
+        block_mass[item_block[i]] += 1.0 if item_prob.shape[0] == 0 else item_prob[i]
+    can_draw = np.empty((n_users, blocks), dtype=np.bool_)
+    taken = np.empty(blocks)
+    for u in range(n_users):
+        taken[:] = 0.0
+        for p in range(indptr[u], indptr[u + 1]):
+            i = indices[p]
+            taken[item_block[i]] += 1.0 if item_prob.shape[0] == 0 else item_prob[i]
+        for b in range(blocks):
+            left = block_mass[b] - taken[b]
+            can_draw[u, b] = left > 0.5 if item_prob.shape[0] == 0 else left > 1e-12
+    return rows, counts, item_block, block_items, block_start, can_draw
+
+
+@njit(cache=True)
+def _draw_block_negative(state, user, indptr, indices, block, item_block, block_items, blo, bhi,
+                         alias_prob, alias_item):
+    """An item of item block `block` that is not one of `user`'s training positives (rejection sampling).
+
+    Uniform: straight from the block's items. Weighted: from the whole alias table, redrawn until
+    it lands in the block, i.e. the weights restricted to the block.
+    """
+    lo, hi = indptr[user], indptr[user + 1]
+    n_items = item_block.shape[0]
+    while True:
+        state, z = _next(state)
+        if alias_prob.shape[0] == 0:
+            item = np.int64(block_items[blo + _below(z, bhi - blo)])
+        else:
+            item = _below(z, n_items)
+            if np.float64(z & _LOW32) * _TWO_POW_M32 >= alias_prob[item]:
+                item = np.int64(alias_item[item])
+            if item_block[item] != block:
+                continue
+        if not _contains(indices, lo, hi, item):
+            return state, item
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _train_stratum(U, V, P, Q, pairs, rows, lo, hi, block, item_block, block_items, blo, bhi, can_draw,
+                   indptr, indices, alias_prob, alias_item, objective, lr, reg, flip_lr, flip_reg, n_neg,
+                   seed, out, slot):
+    """SGD on stratum `slot`: hi - lo positives drawn with replacement from rows[lo:hi], negatives from item block `block`.
+
+    Its random stream depends on (seed, slot) alone. Touches only the rows of the stratum's user block and item block. out[slot] receives (summed
+    loss, prefetch sum that keeps the loads alive, steps taken).
+    """
+    n = hi - lo
+    state = _stream(seed, 2 + slot)  # streams 0 and 1 drew the epoch's blocks
+    lr32, reg32 = np.float32(lr), np.float32(reg)
+    flip_lr32, flip_reg32 = np.float32(flip_lr), np.float32(flip_reg)
+    users = np.empty(_GROUP, dtype=np.int64)
+    positives = np.empty(_GROUP, dtype=np.int64)
+    negatives = np.empty((_GROUP, n_neg), dtype=np.int64)
+    total = 0.0
+    warm = np.float32(0.0)
+    steps = 0
+    for start in range(0, n, _GROUP):
+        size = 0
+        # draw the whole group first: its independent cache misses overlap
+        for _ in range(min(_GROUP, n - start)):
+            state, z = _next(state)
+            row = rows[lo + _below(z, n)]
+            u = pairs[row, 0]
+            if can_draw[u, block]:  # else no negative exists in this block: the draw makes no step
+                users[size], positives[size] = u, pairs[row, 1]
+                size += 1
+        for g in range(size):
+            for k in range(n_neg):
+                state, negatives[g, k] = _draw_block_negative(state, users[g], indptr, indices, block, item_block,
+                                                              block_items, blo, bhi, alias_prob, alias_item)
+        for g in range(size):
+            warm += _touch(U, users[g]) + _touch(V, positives[g])
+            for k in range(n_neg):
+                warm += _touch(V, negatives[g, k])
+            if objective == _NBPO:
+                warm += P[users[g], 0] + Q[positives[g], 0] + Q[negatives[g, 0], 0]
+        for g in range(size):  # then the steps, strictly one triple after another
+            u, i = users[g], positives[g]
+            for k in range(n_neg):
+                j = negatives[g, k]
+                if objective == _BPR:
+                    total += _bpr_step(U, V, u, i, j, lr32, reg32)
+                elif objective == _BPO:
+                    total += _bpo_step(U, V, u, i, j, lr32, reg32)
+                else:
+                    total += _nbpo_step(U, V, P, Q, u, i, j, lr32, reg32, flip_lr32, flip_reg32)
+                steps += 1
+    out[slot, 0] = total
+    out[slot, 1] = warm
+    out[slot, 2] = steps
+
+
 # --- Python side -----------------------------------------------------------------------------
 def weight_view(weight: Any, name: str = "weight") -> np.ndarray:
     """A float32 C-contiguous numpy array sharing memory with `weight` (a numpy array or CPU torch tensor).
@@ -348,12 +522,18 @@ class CompiledSGD:
     `item_weights`: None for uniform negatives, else non-negative per-item sampling weights
     (e.g. train counts ** 0.75 for popularity-weighted negatives), drawn in O(1) by an alias table.
     `num_threads`: threads for the epoch (None: numba's setting, NUMBA_NUM_THREADS or the CPU count).
+    `schedule`: "stratified" (default) gives the same weights for a seed at any thread count;
+    "hogwild" lets threads race on shared rows: a little faster, not reproducible with more than
+    one thread (see the module's docstring).
+    `blocks`: user and item blocks of the stratified schedule (None: up to 4, fewer for small
+    catalogs); the results depend on it, never on `num_threads`.
     """
 
     def __init__(self, users: np.ndarray, items: np.ndarray, train_indptr: np.ndarray,
                  train_indices: np.ndarray, n_items: int, *, objective: str, lr: float, reg: float,
                  n_neg: int = 1, flip_reg: float = 0.0, flip_lr: float | None = None,
-                 item_weights: np.ndarray | None = None, num_threads: int | None = None):
+                 item_weights: np.ndarray | None = None, num_threads: int | None = None,
+                 schedule: str = "stratified", blocks: int | None = None):
         if objective not in OBJECTIVES:
             raise UserInputError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
         if n_neg < 1:
@@ -362,6 +542,10 @@ class CompiledSGD:
             raise UserInputError(f"need lr > 0, flip_lr > 0, reg >= 0 and flip_reg >= 0, got {lr}, {flip_lr}, {reg}, {flip_reg}")
         if num_threads is not None and num_threads < 1:
             raise UserInputError(f"num_threads must be >= 1, got {num_threads}")
+        if schedule not in SCHEDULES:
+            raise UserInputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        if blocks is not None and blocks < 1:
+            raise UserInputError(f"blocks must be >= 1, got {blocks}")
         if not 0 < n_items < 2**31:
             raise UserInputError(f"n_items must be in 1..2**31-1, got {n_items}")
         self.objective, self.lr, self.reg, self.flip_reg = objective, float(lr), float(reg), float(flip_reg)
@@ -371,6 +555,8 @@ class CompiledSGD:
         users, items = np.asarray(users), np.asarray(items)
         if users.ndim != 1 or users.shape != items.shape or len(users) == 0:
             raise UserInputError("users and items must be equal-length, non-empty 1-D arrays")
+        if len(users) >= 2**31:
+            raise UserInputError(f"at most 2**31-1 training positives per process, got {len(users)}")
         self.indptr = np.ascontiguousarray(train_indptr, dtype=np.int64)
         self.n_users = len(self.indptr) - 1
         if users.min() < 0 or users.max() >= self.n_users or items.min() < 0 or items.max() >= n_items:
@@ -380,6 +566,12 @@ class CompiledSGD:
         self._check_csr(np.asarray(train_indices))
         self.indices = np.ascontiguousarray(train_indices, dtype=np.int32)
         self.alias_prob, self.alias_item = self._sampler(item_weights)
+        self.schedule = schedule
+        self.blocks = int(blocks) if blocks is not None else max(1, min(_BLOCKS, n_items // _MIN_BLOCK_ITEMS))
+        self.item_prob = np.empty(0)
+        if item_weights is not None:
+            weights = np.asarray(item_weights, dtype=np.float64)
+            self.item_prob = weights / weights.sum()
 
     @property
     def samples_per_epoch(self) -> int:
@@ -448,10 +640,13 @@ class CompiledSGD:
             raise UserInputError(f"seed must be in 0..2**63-1, got {seed}")
         step = self.lr if lr is None else float(lr)
         flip_step = float(flip_lr) if flip_lr is not None else self.flip_lr if self.flip_lr is not None else step
+        objective = OBJECTIVES.index(self.objective)
+        if self.schedule == "stratified":
+            return self._stratified_epoch(U, V, P, Q, objective, step, flip_step, seed)
         n_chunks = -(-len(self.pairs) // _CHUNK)
         chunk_loss = np.zeros((n_chunks, 2))
         args = (U, V, P, Q, self.pairs, self.indptr, self.indices, self.alias_prob, self.alias_item,
-                OBJECTIVES.index(self.objective), step, self.reg, flip_step, self.flip_reg, self.n_neg, seed)
+                objective, step, self.reg, flip_step, self.flip_reg, self.n_neg, seed)
         bounds = np.linspace(0, n_chunks, min(self.num_threads, n_chunks) + 1).round().astype(int)
         if len(bounds) == 2:
             _train_chunks(*args, 0, n_chunks, chunk_loss)
@@ -460,6 +655,35 @@ class CompiledSGD:
                 for done in [pool.submit(_train_chunks, *args, lo, hi, chunk_loss) for lo, hi in zip(bounds, bounds[1:])]:
                     done.result()
         return float(chunk_loss[:, 0].sum() / self.samples_per_epoch)
+
+    def _stratified_epoch(self, U, V, P, Q, objective: int, lr: float, flip_lr: float, seed: int) -> float:
+        """T sub-epochs; in sub-epoch s, stratum (a, (a + s) mod T) for every user block a, in any order or in parallel.
+
+        The strata of one sub-epoch share no row of U, V, P or Q, so running them on any number of
+        threads, in any order, gives the same tables bit for bit.
+        """
+        T = self.blocks
+        rows, starts, item_block, block_items, block_start, can_draw = _stratify(
+            self.pairs, self.indptr, self.indices, self.n_items, T, seed, self.item_prob)
+        out = np.zeros((T * T, 3))
+
+        def run(stratum: int) -> None:
+            a, b = divmod(stratum, T)
+            _train_stratum(U, V, P, Q, self.pairs, rows, starts[stratum], starts[stratum + 1], b, item_block,
+                           block_items, block_start[b], block_start[b + 1], can_draw, self.indptr, self.indices,
+                           self.alias_prob, self.alias_item, objective, lr, self.reg, flip_lr, self.flip_reg,
+                           self.n_neg, seed, out, stratum)
+
+        sub_epochs = [[a * T + (a + s) % T for a in range(T)] for s in range(T)]
+        threads = min(self.num_threads, T)
+        if threads == 1:
+            for stratum in (x for strata in sub_epochs for x in strata):
+                run(stratum)
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                for strata in sub_epochs:  # a barrier between sub-epochs: the next one shares rows with this one
+                    list(pool.map(run, strata))
+        return float(out[:, 0].sum() / max(1.0, out[:, 2].sum()))
 
     def sample_negatives(self, users: np.ndarray, seed: int) -> np.ndarray:
         """One negative for each entry of `users`, drawn by the sampler the epoch uses."""

@@ -28,6 +28,7 @@ one kernel epoch per training step. Both minimise the same per-triple objective.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Iterator
 from typing import Literal
@@ -40,6 +41,8 @@ from recsys.distributed import Sharding, check_sharding, merge_row_updates, trai
 from recsys.errors import UserInputError
 from recsys.models.base import RecommenderModule
 from recsys.models.mf import MatrixFactorization
+
+log = logging.getLogger(__name__)
 
 OBJECTIVES = ("bpr", "bpo", "nbpo")
 Objective = Literal["bpr", "bpo", "nbpo"]
@@ -93,7 +96,10 @@ class ImplicitRecommender(RecommenderModule):
         lr_scheduler: "none" | "exponential" (x lr_gamma per epoch) | "cosine" (to 0 over
             max_epochs) | "plateau" (x lr_gamma when `monitor` stops improving).
         engine: "autograd" | "compiled".
-        num_threads: threads of the compiled kernel (None: numba's default).
+        num_threads: threads of the compiled kernel (None: numba's default). The results do not
+            depend on it: the kernel's default schedule gives threads disjoint rows.
+        hogwild: compiled engine only: let threads race on shared rows instead (Hogwild). Runs
+            with more than one thread are then NOT reproducible (its speed: docs/benchmarks.md).
         eval_ks, predict_k: cut-offs of the evaluator and of `predict`.
         monitor: the validation metric to select by (higher is better); the plateau schedule and the
             CLI's default checkpoint watch it. Default: valid/ndcg@20 (or @max(eval_ks)).
@@ -111,7 +117,7 @@ class ImplicitRecommender(RecommenderModule):
                  flip_l2: float = 0.0, l2_mode: L2Mode = "per_triple", full_matrix_batch: int = 5000,
                  optimizer: OptimizerName = "adam", lr: float = 1e-3,
                  flip_lr: float | None = None, lr_scheduler: Schedule = "none", lr_gamma: float = 0.5,
-                 engine: Engine = "autograd", num_threads: int | None = None,
+                 engine: Engine = "autograd", num_threads: int | None = None, hogwild: bool = False,
                  eval_ks: list[int] = (10, 20), predict_k: int = 20, monitor: str | None = None,
                  sharding: Sharding = "none"):
         super().__init__(eval_ks=eval_ks, predict_k=predict_k, monitor=monitor)
@@ -139,6 +145,8 @@ class ImplicitRecommender(RecommenderModule):
             raise UserInputError(f"model.rho_init must be in (0, 0.5), got {rho_init}")
         if lr <= 0 or (flip_lr is not None and flip_lr <= 0) or l2 < 0 or flip_l2 < 0:
             raise UserInputError("model.lr and model.flip_lr must be > 0, model.l2 and model.flip_l2 >= 0")
+        if hogwild and engine != "compiled":
+            raise UserInputError("model.hogwild applies to engine 'compiled' only")
         if engine == "compiled" and flip_lr is not None:
             raise UserInputError("model.flip_lr applies to engine 'autograd' only: the compiled kernel steps all "
                                  "factors at model.lr")
@@ -266,8 +274,11 @@ class ImplicitRecommender(RecommenderModule):
                 users[lo:lo + size], positives[lo:lo + size], indptr, indices, self.hparams.n_items,
                 objective=self.objective, lr=self.hparams.lr, reg=self._triple_l2(self.hparams.l2),
                 n_neg=datamodule.negatives, flip_reg=self._triple_l2(self.hparams.flip_l2),
-                item_weights=datamodule.sampler.item_weights,
-                num_threads=self.hparams.num_threads) for lo in range(0, len(users), size)]
+                item_weights=datamodule.sampler.item_weights, num_threads=self.hparams.num_threads,
+                schedule="hogwild" if self.hparams.hogwild else "stratified") for lo in range(0, len(users), size)]
+            if self.hparams.hogwild and self._kernels[0].num_threads > 1:
+                log.warning("model.hogwild: %d threads race on shared rows; this run is not reproducible",
+                            self._kernels[0].num_threads)
         optimizer = self.optimizers()
         lr = optimizer.param_groups[0]["lr"]
         flip = {}

@@ -10,7 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from recsys.errors import UserInputError
-from recsys.models.compiled_sgd import CompiledSGD, _alias_table, _logistic, positives_csr, sgd_epoch
+from recsys.models.compiled_sgd import (
+    CompiledSGD,
+    _alias_table,
+    _draw_block_negative,
+    _logistic,
+    _stratify,
+    positives_csr,
+    sgd_epoch,
+)
 
 REG, FLIP_REG, LR, FLIP_LR = 0.1, 0.05, 0.3, 0.2
 
@@ -170,25 +178,77 @@ def test_training_lowers_the_loss_and_ranks_held_out_items(objective):
     assert auc_after > auc_popularity + 0.03 and auc_after > 0.75
 
 
-def test_one_thread_and_one_seed_give_identical_weights():
+def _train_three_epochs(start, users, items, indptr, indices, seed, **options):
+    tables = [t.copy() for t in start]
+    trainer = CompiledSGD(users, items, indptr, indices, len(start[1]), objective="nbpo", lr=0.05, reg=0.01, n_neg=2,
+                          flip_reg=0.01, **options)
+    losses = [trainer.epoch(tables[0], tables[1], seed=seed + e, flip_user_w=tables[2], flip_item_w=tables[3])
+              for e in range(3)]
+    return tables, losses
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_default_schedule_gives_identical_weights_at_any_thread_count(weighted):
+    rng = np.random.default_rng(0)
+    n_users, n_items = 120, 300
+    users, items = _random_positives(rng, n_users, n_items)
+    indptr, indices = positives_csr(users, items, n_users, n_items)
+    start = [(rng.standard_normal(shape) * 0.1).astype(np.float32)
+             for shape in ((n_users, 8), (n_items, 8), (n_users, 2), (n_items, 2))]
+    weights = np.arange(1, n_items + 1) if weighted else None
+    runs = [_train_three_epochs(start, users, items, indptr, indices, 5, item_weights=weights, num_threads=threads)
+            for threads in (1, 2, 3, 1)]
+    assert CompiledSGD(users, items, indptr, indices, n_items, objective="bpr", lr=0.1, reg=0.0).blocks == 4
+    for tables, losses in runs[1:]:
+        assert losses == runs[0][1]
+        for x, y in zip(tables, runs[0][0]):
+            np.testing.assert_array_equal(x, y)
+    other_seed, _ = _train_three_epochs(start, users, items, indptr, indices, 6, item_weights=weights)
+    assert not np.array_equal(other_seed[0], runs[0][0][0])
+    assert all(np.abs(t - s).max() > 1e-3 for t, s in zip(runs[0][0], start))  # every table trained
+
+
+def test_hogwild_on_one_thread_gives_identical_weights():
     rng = np.random.default_rng(0)
     users, items = _random_positives(rng, 50, 40)
     indptr, indices = positives_csr(users, items, 50, 40)
     start = [(rng.standard_normal(shape) * 0.1).astype(np.float32) for shape in ((50, 8), (40, 8), (50, 2), (40, 2))]
-
-    def run(seed):
-        tables = [t.copy() for t in start]
-        trainer = CompiledSGD(users, items, indptr, indices, 40, objective="nbpo", lr=0.05, reg=0.01, n_neg=2,
-                              flip_reg=0.01, item_weights=np.arange(1, 41), num_threads=1)
-        losses = [trainer.epoch(tables[0], tables[1], seed=seed + e, flip_user_w=tables[2], flip_item_w=tables[3])
-                  for e in range(3)]
-        return tables, losses
-
-    (a, loss_a), (b, loss_b), (c, _) = run(5), run(5), run(6)
+    options = {"item_weights": np.arange(1, 41), "num_threads": 1, "schedule": "hogwild"}
+    (a, loss_a), (b, loss_b) = (_train_three_epochs(start, users, items, indptr, indices, 5, **options) for _ in range(2))
     assert loss_a == loss_b
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
-    assert not np.array_equal(a[0], c[0])
+
+
+def test_stratified_negatives_are_uniform_over_the_non_positives_across_epochs():
+    """A negative is drawn inside the positive's item block; over the epochs' random blocks it is uniform."""
+    rng = np.random.default_rng(4)
+    n_users, n_items, blocks = 6, 40, 4
+    users, items = _random_positives(rng, n_users, n_items)
+    indptr, indices = positives_csr(users, items, n_users, n_items)
+    pairs = np.stack([users, items], axis=1).astype(np.int32)
+    user = int(np.argmax(np.diff(indptr)))  # the user with the most positives: the most rejections
+    positive = indices[indptr[user]:indptr[user + 1]]
+    item = int(positive[0])
+    empty = (np.empty(0), np.empty(0, dtype=np.int32))
+    counts = np.zeros(n_items, dtype=np.int64)
+    for epoch in range(3000):
+        _, _, item_block, block_items, start, can_draw = _stratify(pairs, indptr, indices, n_items, blocks, epoch,
+                                                                   empty[0])
+        block = item_block[item]
+        assert np.array_equal(np.sort(block_items[start[block]:start[block + 1]]),
+                              np.flatnonzero(item_block == block))
+        if not can_draw[user, block]:
+            continue
+        state = np.uint64(epoch)
+        for _ in range(5):
+            state, negative = _draw_block_negative(np.uint64(state), user, indptr, indices, block, item_block, block_items,
+                                                   start[block], start[block + 1], *empty)
+            assert item_block[negative] == block
+            counts[negative] += 1
+    assert counts[positive].sum() == 0
+    eligible = np.setdiff1d(np.arange(n_items), positive)
+    assert scipy.stats.chisquare(counts[eligible]).pvalue > 1e-3
 
 
 def test_updates_land_in_a_torch_parameter_in_place():
@@ -207,6 +267,8 @@ def test_bad_input_gets_a_clear_error():
     args = (users, items, indptr, indices, 2)
     with pytest.raises(UserInputError, match="objective"):
         CompiledSGD(*args, objective="wrmf", lr=0.1, reg=0.0)
+    with pytest.raises(UserInputError, match="schedule"):
+        CompiledSGD(*args, objective="bpr", lr=0.1, reg=0.0, schedule="locked")
     with pytest.raises(UserInputError, match="n_neg"):
         CompiledSGD(*args, objective="bpr", lr=0.1, reg=0.0, n_neg=0)
     with pytest.raises(UserInputError, match="user 0 has no item left"):  # user 0 holds both items

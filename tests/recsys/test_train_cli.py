@@ -33,7 +33,10 @@ def test_fit_writes_metrics_checkpoint_and_logs_under_the_root(nbpo_run):
     metrics = json.loads((nbpo_run / "metrics.json").read_text())
     for key in ("valid/ndcg@10", "test/ndcg@10", "test/recall@5", "clean/ndcg@10", "valid_clean/recall@10"):
         assert key in metrics and 0.0 <= metrics[key] <= 1.0
+    selection = metrics.pop("selection")
     assert all("/" in key and "@" in key for key in metrics)
+    assert selection["monitor"] == "valid/ndcg@10" and selection["stopped"] == "max_epochs"  # @max(eval_ks)
+    assert list(selection["curve"]) == ["0", "1"] and selection["best_epoch"] in (0, 1)
     checkpoints = list((nbpo_run / "checkpoints").glob("*.ckpt"))
     assert len(checkpoints) == 1
     assert list((nbpo_run / "logs").rglob("metrics.csv")) and list((nbpo_run / "logs").rglob("config.yaml"))
