@@ -96,6 +96,15 @@ COMMANDS: dict[str, Run] = {
     "python -m recsys compare -c configs/recsys/compare_noisy.yaml --out artifacts/compare/noisy":
         Run(COMPARE_NOISY_TINY),
     "python -m recsys compare -c configs/recsys/tune_noisy.yaml --out artifacts/tune/noisy": Run(COMPARE_NOISY_TINY),
+    "python -m recsys fit -c configs/recsys/bpr.yaml --seeds 0,1,2": Run(
+        FIT_TOY + " --seeds 0,1 --trainer.default_root_dir artifacts/runs/bpr_seeds"),
+    "python -m recsys fit -c configs/recsys/bpr_movielens.yaml --data.path ../shared/data/ml-100k/ml-100k.inter "
+    "--data.format recbole": Run("--trainer.max_epochs 3 --trainer.check_val_every_n_epoch 1 "
+                                 "--trainer.enable_progress_bar false", needs=("shared_data",)),
+    "OMP_NUM_THREADS=1 python -m recsys fit -c configs/recsys/bpr_movielens_autograd.yaml --data.path "
+    "../shared/data/ml-100k/ml-100k.inter --data.format recbole": Run(
+        "--trainer.max_epochs 2 --trainer.check_val_every_n_epoch 1 --trainer.enable_progress_bar false",
+        needs=("shared_data",)),
     "python -m recsys fit -c configs/recsys/nbpo_authors.yaml": Run(FIT_TOY + " --trainer.default_root_dir "
                                                                     "artifacts/runs/nbpo_authors"),
     "python -m recsys compare -c configs/recsys/compare_hidden.yaml --out artifacts/compare/hidden": Run(
