@@ -106,3 +106,16 @@ def stats(values: list[float]) -> dict[str, Any]:
     array = np.asarray(values, dtype=float)
     return {"mean": float(array.mean()), "sd": float(array.std(ddof=1)) if len(array) > 1 else None,
             "per_seed": [float(v) for v in array]}
+
+
+def arguments(command: str, after: str) -> list[str]:
+    """The documented command's arguments after its subcommand word `after`, without its `--out DIR`
+    (the runner chooses where outputs go)."""
+    import shlex
+
+    words = shlex.split(command)
+    words = words[words.index(after) + 1:]
+    if "--out" in words:
+        at = words.index("--out")
+        del words[at:at + 2]
+    return words

@@ -4,13 +4,12 @@ more MDPs than the partial-return model, from the same regret-labelled preferenc
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.findings.core import f4
+from bench.findings.core import arguments, f4
 
 NAME = "regret_vs_return"
 TITLE = "Reward learning from preferences: regret vs partial return"
@@ -29,10 +28,7 @@ MODELS = ("regret", "partial_return")
 def run(workdir: Path, quick: bool) -> dict[str, Any]:
     from agents.experiments.regret_vs_return import delivery_ordering, main
 
-    argv = shlex.split(COMMAND)[4:]
-    argv = argv[: argv.index("--out")]
-    if quick:
-        argv = QUICK_ARGV
+    argv = QUICK_ARGV if quick else arguments(COMMAND, "regret-vs-return")
     assert main([*argv, "--out", str(workdir)]) == 0
     summary = json.loads((workdir / "results.json").read_text())
     detail = json.loads((workdir / "per_mdp.json").read_text())
