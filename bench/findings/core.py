@@ -36,12 +36,14 @@ def git_state() -> dict[str, Any]:
             return ""
 
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD") or None, "uncommitted_changes": bool(status)}
+    return {"commit": git("rev-parse", "HEAD") or None, "uncommitted_changes": bool(status),
+            "changed_files": [line[3:] for line in status.splitlines()]}
 
 
 def regenerate(finding: ModuleType, workdir: Path, quick: bool) -> dict[str, Any]:
     """Run one finding and return its payload (not yet written)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    git = git_state()  # the code the run starts from (later edits to the tree do not change its numbers)
     started = time.perf_counter()
     result = finding.run(workdir, quick)
     wall = time.perf_counter() - started
@@ -55,7 +57,7 @@ def regenerate(finding: ModuleType, workdir: Path, quick: bool) -> dict[str, Any
         "rule": finding.RULE,
         "holds": bool(checks) and all(checks.values()),
         "checks": checks,
-        "git": git_state(),
+        "git": git,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_seconds": round(wall, 1),
         "expected_full_minutes": finding.FULL_MINUTES,

@@ -9,14 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from bench.findings.core import arguments, f4
+from bench.findings.core import arguments
 
 NAME = "regret_vs_return"
 TITLE = "Reward learning from preferences: regret vs partial return"
 COMMAND = ("python -m agents experiment regret-vs-return --mdps 30 --prefs 300,1000,3000,10000 --seed 0 "
            "--out artifacts/findings/regret_vs_return")
 FULL_MINUTES = 5
-RULE = ("the regret model is near-optimal (scaled return > 0.9) on a larger share of the 31 MDPs than the "
+RULE = ("the regret model is near-optimal (scaled return > 0.9) on a larger share of the MDPs (31 at full scale) than the "
         "partial-return model at every number of preferences, and its delivery-board reward keeps the true "
         "ordering goal > coin > 0 > gas > mud > sheep at every number of preferences")
 QUICK_ARGV = ["--mdps", "2", "--prefs", "100,300", "--steps", "300", "--seed", "0", "--workers", "1"]
@@ -82,7 +82,7 @@ def tables(payload: dict[str, Any]) -> dict[str, str]:
             regret = row["regret"]
             weights = " | ".join(f"{regret['weights_over_abs_gas'][f]:.2f}" for f in features)
             lines.append(f"| {n} | {weights} | {'yes' if regret['ordering_holds'] else 'no'} "
-                         f"| {f4(regret['scaled_return'])[:-1]} |")
+                         f"| {regret['scaled_return']:.3f} |")
         true = " | ".join(f"{w:g}" for w in numbers["delivery"]["true_weights"])
         lines.append(f"| true | {true} | yes | 1 |")
         out["delivery"] = "\n".join(lines)
