@@ -204,7 +204,7 @@ def main(argv: list[str]) -> int:
     if config.threads < 1:
         raise UserInputError(f"compare: threads must be >= 1, got {config.threads}")
     torch.set_num_threads(config.threads)
-    specs = [compare._load_spec(name, raw) for name, raw in config.models.items()]
+    specs = [compare.load_model_spec(name, raw) for name, raw in config.models.items()]
     if len(specs) < 2 or not config.seeds:
         raise UserInputError("compare: give at least two models and one seed")
     for noisy in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
