@@ -107,7 +107,7 @@ def finding(block: dict[str, Any], reference: str, baseline: str, min_gain: floa
     tests = block["paired_tests"]["tests"].get(baseline)
     if tests is None:
         raise UserInputError(f"compare: finding.baseline {baseline!r} is not one of the compared models")
-    cold, warm = tests["test_cold/auc"], tests["test_warm/auc"]
+    cold, warm = tests.get("test_cold/auc", {}), tests.get("test_warm/auc", {})  # one seed: no test over seeds
     cold_users, warm_users = tests.get("test_cold/user_auc", {}), tests.get("test_warm/user_auc", {})
     gain = cold["over_seeds"]["mean_difference"] if "over_seeds" in cold else float("nan")
     warm_change = warm["over_seeds"]["mean_difference"] if "over_seeds" in warm else float("nan")

@@ -96,7 +96,7 @@ def mean_sd(cell: dict[str, Any]) -> str:
 
 
 def p_value(p: float | None) -> str:
-    if p is None:
+    if p is None or p != p:
         return "–"
     return f"{p:.1e}" if p < 1e-3 else f"{p:.2g}"
 
