@@ -24,6 +24,11 @@ NAMES = ("noisy_labels", "bpr_movielens", "personality", "discerning", "regret_v
          "rlhg_recsim")
 
 
+def shown(path: Path) -> str:
+    """A path as a user types it: relative to the repository when inside it."""
+    return str(path.relative_to(core.REPO)) if path.is_relative_to(core.REPO) else str(path)
+
+
 def load(name: str) -> ModuleType:
     if name not in NAMES:
         raise SystemExit(f"error: unknown finding {name!r}; choose from: {', '.join(NAMES)}")
@@ -61,11 +66,11 @@ def main(argv: list[str]) -> int:
         stale = render.stale_blocks(core.RESULTS, render.DOC)
         if args.check:
             for block in stale:
-                print(f"{render.DOC.relative_to(core.REPO)}: table {block} differs from what its JSON renders "
+                print(f"{shown(render.DOC)}: table {block} differs from what its JSON renders "
                       "(python -m bench findings --render)", file=sys.stderr)
             return 1 if stale else 0
         render.render_file(core.RESULTS, render.DOC)
-        print(f"rendered {render.DOC.relative_to(core.REPO)} ({len(stale)} table(s) changed)")
+        print(f"rendered {shown(render.DOC)} ({len(stale)} table(s) changed)")
         return 0
     if args.quick and args.out is None:
         parser.error("--quick writes to --out DIR: quick numbers never replace the documented ones in docs/results")
@@ -82,5 +87,5 @@ def main(argv: list[str]) -> int:
               f"({time.perf_counter() - started:.0f} s); wrote {path}", flush=True)
     if out.resolve() == core.RESULTS.resolve():
         render.render_file(core.RESULTS, render.DOC)
-        print(f"rendered {render.DOC.relative_to(core.REPO)}")
+        print(f"rendered {shown(render.DOC)}")
     return 0

@@ -72,6 +72,15 @@ def regenerate(finding: ModuleType, workdir: Path, quick: bool) -> dict[str, Any
     return payload
 
 
+# Every payload, regenerated or documented, has these keys (the renderer and the tests rely on them).
+KEYS = ("finding", "title", "source", "command", "scale", "rule", "holds", "checks", "git", "date", "wall_seconds",
+        "expected_full_minutes", "quick_check", "config", "numbers")
+
+
+def missing_keys(payload: dict[str, Any]) -> list[str]:
+    return [key for key in KEYS if key not in payload]
+
+
 def write(payload: dict[str, Any], directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{payload['finding']}.json"
