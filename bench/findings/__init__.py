@@ -3,7 +3,7 @@
     python -m bench findings --list                  # every finding, its command and full-scale time
     python -m bench findings regret_vs_return        # re-run one at its documented scale, write
                                                      # docs/results/regret_vs_return.json, re-render the doc
-    python -m bench findings --quick --out DIR       # every finding at a small size (one seed), in seconds
+    python -m bench findings --quick --out DIR       # every finding at a small size (one seed), in minutes
     python -m bench findings --render                # rewrite docs/results.md's tables from docs/results/*.json
     python -m bench findings --check                 # exit 1 if a table differs from what its JSON renders
 """
@@ -59,6 +59,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--check", action="store_true", help="only check docs/results.md's tables against the JSON")
     parser.add_argument("--list", action="store_true", help="list the findings, their commands and times")
     args = parser.parse_args(argv)
+    unknown = [name for name in args.names if name not in NAMES]
+    if unknown:
+        parser.error(f"unknown finding(s) {', '.join(unknown)}; choose from: {', '.join(NAMES)}")
     if args.list:
         print(list_findings())
         return 0

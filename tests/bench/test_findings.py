@@ -71,3 +71,10 @@ def test_quick_finding_runs_and_shows_what_its_size_can(name, tmp_path):
     assert (direction is None) == load(name).QUICK_CHECK.startswith("schema only"), payload["quick_check"]
     assert direction is not False, f"{name}: {payload['quick_check']}"
     assert {p.name: p.read_bytes() for p in core.RESULTS.glob("*.json")} == before
+
+
+def test_an_unknown_finding_is_one_error_line_and_exit_2(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["no_such_finding"])
+    assert raised.value.code == 2
+    assert "unknown finding(s) no_such_finding; choose from: noisy_labels" in capsys.readouterr().err
