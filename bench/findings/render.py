@@ -6,7 +6,7 @@ The doc marks each generated block with a pair of HTML comments (invisible when 
     ...generated table...
     <!-- end -->
 
-`status` is the block every finding has: where its numbers come from (regenerated, at which commit, or
+`<!-- finding:all overview -->` is the list of findings. `status` is the block every finding has: where its numbers come from (regenerated, at which commit, or
 documented before regeneration) and whether the finding holds. The other ids are the finding module's
 `tables(payload)` keys.
 """
@@ -51,6 +51,24 @@ def blocks(payload: dict[str, Any]) -> dict[str, str]:
     return {"status": status(payload), **finding.tables(payload)}
 
 
+def overview(results: Path) -> str:
+    """`<!-- finding:all overview -->`: one row per finding, from the modules and their JSON."""
+    from bench.findings import NAMES, load
+
+    lines = ["| finding | full-scale command (`python -m bench findings NAME` runs it) | full scale, 2 cores "
+             "| numbers | holds | `--quick` checks |", "|---|---|---|---|---|---|"]
+    for name in NAMES:
+        finding, payload = load(name), core.read(name, results)
+        source = "documented, awaiting regeneration" if payload["source"] == core.DOCUMENTED else \
+            f"regenerated {payload['date'][:10]}"
+        check = "schema only" if finding.QUICK_CHECK.startswith("schema only") else "direction"
+        command = getattr(finding, "SHORT_COMMAND", "`" + finding.COMMAND.split(" --out ")[0] + "`")
+        lines.append(f"| `{name}` | {command} | "
+                     f"about {finding.FULL_MINUTES} min | {source} | {'yes' if payload['holds'] else '**no**'} "
+                     f"| {check} |")
+    return "\n".join(lines)
+
+
 def render(text: str, results: Path) -> tuple[str, list[str]]:
     """The doc with every marked block regenerated from its JSON, and the blocks that changed."""
     cache: dict[str, dict[str, str]] = {}
@@ -58,6 +76,8 @@ def render(text: str, results: Path) -> tuple[str, list[str]]:
 
     def replace(match: re.Match) -> str:
         name, table = match["name"], match["table"]
+        if name == "all":
+            cache[name] = {"overview": overview(results)}
         if name not in cache:
             path = results / f"{name}.json"
             if not path.is_file():
