@@ -51,6 +51,13 @@ def blocks(payload: dict[str, Any]) -> dict[str, str]:
     return {"status": status(payload), **finding.tables(payload)}
 
 
+def _payload(name: str, table: str, results: Path) -> dict[str, Any]:
+    path = results / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{DOC.name}: block {table} needs {path}, which does not exist")
+    return core.read(name, results)
+
+
 def overview(results: Path) -> str:
     """`<!-- finding:all overview -->`: one row per finding, from the modules and their JSON."""
     from bench.findings import NAMES, load
@@ -58,7 +65,7 @@ def overview(results: Path) -> str:
     lines = ["| finding | full-scale command (`python -m bench findings NAME` runs it) | full scale, 2 cores "
              "| numbers | holds | `--quick` checks |", "|---|---|---|---|---|---|"]
     for name in NAMES:
-        finding, payload = load(name), core.read(name, results)
+        finding, payload = load(name), _payload(name, "all overview", results)
         source = "documented, awaiting regeneration" if payload["source"] == core.DOCUMENTED else \
             f"regenerated {payload['date'][:10]}"
         check = "schema only" if finding.QUICK_CHECK.startswith("schema only") else "direction"
@@ -79,10 +86,7 @@ def render(text: str, results: Path) -> tuple[str, list[str]]:
         if name == "all":
             cache[name] = {"overview": overview(results)}
         if name not in cache:
-            path = results / f"{name}.json"
-            if not path.is_file():
-                raise FileNotFoundError(f"{DOC.name}: block {name} {table} has no {path}")
-            cache[name] = blocks(core.read(name, results))
+            cache[name] = blocks(_payload(name, f"{name} {table}", results))
         if table not in cache[name]:
             raise KeyError(f"{DOC.name}: finding {name} renders no table {table!r} (it has {sorted(cache[name])})")
         body = cache[name][table].rstrip("\n") + "\n"

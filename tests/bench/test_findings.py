@@ -34,7 +34,7 @@ def test_a_hand_edited_table_or_a_missing_json_is_caught(tmp_path):
     rendered, changed = render.render(edited, core.RESULTS)
     assert changed == ["regret_vs_return near_optimal"] and rendered == text
     (tmp_path / "results").mkdir()
-    with pytest.raises(FileNotFoundError, match="noisy_labels status has no .*noisy_labels.json"):
+    with pytest.raises(FileNotFoundError, match="block all overview needs .*noisy_labels.json, which does not exist"):
         render.render(text, tmp_path / "results")
     doc = tmp_path / "results.md"
     doc.write_text(edited)
