@@ -11,7 +11,9 @@ from bench.findings.core import arguments, p_value
 
 NAME = "discerning"
 TITLE = "Preference discerning: Mender vs TIGER"
-COMMAND = "python -m recsys discern -c configs/recsys/mender.yaml --out artifacts/findings/discerning"
+# reuse_checkpoints false: a regeneration trains afresh, never reloads the checkpoints of an earlier run.
+COMMAND = ("python -m recsys discern -c configs/recsys/mender.yaml --train.reuse_checkpoints false "
+           "--out artifacts/findings/discerning")
 FULL_MINUTES = 45  # documented: TIGER 1,123 s + Mender 838 s of training, about 6 min of evaluation (one thread)
 RULE = ("Mender's Recall@10 is above TIGER's on axes 1-3 (preference-based recommendation, fine- and "
         "coarse-grained steering), each with paired p < 0.05 over the same queries")
