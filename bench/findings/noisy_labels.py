@@ -16,8 +16,8 @@ FULL_MINUTES = 25  # 4 rates x 3 seeds x (NBPO 15-57 s, BPR and BPO 13-29 s), on
 RULE = ("at every false-positive rate >= 0.1, NBPO's clean NDCG@20 is above BPR's and BPO's with paired p < 0.05 "
         "over users, and at rate 0 it is not significantly below either")
 QUICK_ARGV = ["--seeds", "[0]", "--data.world_preset", "toy", "--data.world_users", "400",
-              "--sweep", "{false_positive_rate: [0.0, 0.2]}", "--trainer.max_epochs", "40", "--patience", "3"]
-QUICK_CHECK = ("direction: NBPO, BPR and BPO beat popularity on clean NDCG@20 at both rates (400-user toy world, "
+              "--sweep", "{false_positive_rate: [0.2]}", "--trainer.max_epochs", "40", "--patience", "3"]
+QUICK_CHECK = ("direction: NBPO, BPR and BPO beat popularity on clean NDCG@20 at false-positive rate 0.2 (400-user toy world, "
                "one seed, at most 40 epochs); NBPO vs BPR is a 2-6% effect that this size cannot resolve")
 MODELS = ("nbpo", "bpr", "bpo", "popularity")
 BASELINES = ("bpr", "bpo")
