@@ -51,7 +51,7 @@ def test_check_exits_1_on_a_stale_table_and_list_names_every_finding(monkeypatch
     assert main(["--render"]) == 0 and main(["--check"]) == 0
     assert main(["--list"]) == 0
     listing = capsys.readouterr().out
-    assert all(f"{name}: " in listing for name in NAMES) and "about 45 min" in listing
+    assert all(f"{name}: " in listing for name in NAMES) and "about 60 min" in listing
     with pytest.raises(SystemExit):
         main(["--quick"])  # quick numbers must not land in docs/results
 
