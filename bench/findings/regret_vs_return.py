@@ -15,7 +15,7 @@ NAME = "regret_vs_return"
 TITLE = "Reward learning from preferences: regret vs partial return"
 COMMAND = ("python -m agents experiment regret-vs-return --mdps 30 --prefs 300,1000,3000,10000 --seed 0 "
            "--out artifacts/findings/regret_vs_return")
-FULL_MINUTES = 10  # 299 s wall at load average 6-8; 663 s (166 s of CPU) at load average 13-17
+FULL_MINUTES = 10  # 281-299 s wall at load average 4-8; 663 s (166 s of CPU) at load average 13-17
 RULE = ("the regret model is near-optimal (scaled return > 0.9) on a larger share of the MDPs (31 at full scale) than the "
         "partial-return model at every number of preferences, and its delivery-board reward keeps the true "
         "ordering goal > coin > 0 > gas > mud > sheep at every number of preferences")
