@@ -113,6 +113,11 @@ COMMANDS: dict[str, Run] = {
         TUNE_HIDDEN_TINY),
     "python -m recsys.nbpo_findings distill hidden_likes --metrics artifacts/compare/hidden/metrics.json": Run(
         "--out artifacts/nbpo_hidden_likes.json", needs=("hidden_compare",)),
+    "python -m bench findings --list": Run(),
+    "python -m bench findings --check": Run(),
+    "python -m bench findings regret_vs_return": Run("--quick --out artifacts/findings-quick"),
+    "python -m bench findings --quick --out artifacts/findings-quick": Run(
+        sub=(("--quick", "regret_vs_return --quick"),)),
     "python -m recsys.nbpo_findings render": Run(
         f"--docs docs_copy.md --results {REPO / 'docs' / 'results'}", needs=("docs_copy",)),
     "python -m recsys compare -c configs/recsys/tune_hidden_ml100k.yaml --out artifacts/tune/hidden_ml100k": Run(
