@@ -42,9 +42,13 @@ def _pairs(matrix: sp.spmatrix) -> set[tuple[int, int]]:
 
 def test_test_evaluation_excludes_training_and_validation_pairs(run):
     _, _, data = run
-    _, exclude = data.evaluation_inputs("test")
-    excluded = set().union(*(_pairs(part.matrix()) for part in exclude))
-    assert _pairs(data.split.valid.matrix()) <= excluded and _pairs(data.split.train.matrix()) <= excluded
+    truth, exclude = data.evaluation_inputs("test")
+    # one list for every view, or (with hidden-likes or withheld views on the world) one list per view
+    per_view = exclude if isinstance(exclude, dict) else {name: exclude for name in truth}
+    assert "test" in per_view
+    for view in ("test", "clean"):
+        excluded = set().union(*(_pairs(part.matrix()) for part in per_view[view]))
+        assert _pairs(data.split.valid.matrix()) <= excluded and _pairs(data.split.train.matrix()) <= excluded, view
 
 
 def test_test_recall_equals_brute_force_with_train_and_valid_masked(run):
