@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -162,6 +162,7 @@ class DiscernData:
     categories: list[str]
     item_text: list[str] | None
     world: object | None = None
+    attributes: list[list[int]] | None = None  # attribute ids per item (the S3-Rec files' item2attributes.json)
 
 
 def _read_json(path: Path, what: str):
@@ -173,9 +174,21 @@ def _read_json(path: Path, what: str):
         raise DataFormatError(path, f"not valid JSON ({error})") from None
 
 
+def is_json_sequences(path: Path) -> bool:
+    return path.suffix.lower() == ".json"
+
+
 def read_sequences(path: Path | str, item_text_path: Path | str | None = None) -> DiscernData:
-    """Real data: {user: [item, ...]} (time order; ids as strings) and optional {item: text}."""
+    """Real data: {user: [item, ...]} (time order; ids as strings) and optional {item: text}; or the S3-Rec /
+    SASRec layout (`sequences.txt` or its directory, with `item2attributes.json`; `recsys.data.formats.sequences`)."""
     path = Path(path)
+    if not is_json_sequences(path):
+        from recsys.data.formats.sequences import read_sequences as read_sequence_layout
+
+        parsed = read_sequence_layout(path)
+        data = DiscernData(parsed.sequences, parsed.user_ids, parsed.item_ids, titles=parsed.item_ids,
+                           categories=[""] * parsed.n_items, item_text=None, attributes=parsed.attributes)
+        return _with_text(data, item_text_path)
     payload = _read_json(path, "sequences")
     if not isinstance(payload, dict) or not payload:
         raise DataFormatError(path, "must hold a non-empty JSON object {user: [item, ...]}")
@@ -188,19 +201,23 @@ def read_sequences(path: Path | str, item_text_path: Path | str | None = None) -
         sequences.append(np.array([item_index.setdefault(str(i), len(item_index)) for i in items], dtype=np.int64))
         user_ids.append(str(user))
     item_ids = list(item_index)
-    texts = None
-    if item_text_path is not None:
-        text_path = Path(item_text_path)
-        table = _read_json(text_path, "item text")
-        if not isinstance(table, dict):
-            raise DataFormatError(text_path, "must hold a JSON object {item: text}")
-        missing = [i for i in item_ids if not isinstance(table.get(i), str)]
-        if missing:
-            raise DataFormatError(text_path, f"{len(missing)} items of the sequences have no text (first: {missing[:3]})")
-        texts = [table[i] for i in item_ids]
     log.info("read %d sequences over %d items from %s", len(sequences), len(item_ids), path)
-    return DiscernData(sequences, user_ids, item_ids, titles=texts or item_ids, categories=[""] * len(item_ids),
-                       item_text=texts)
+    data = DiscernData(sequences, user_ids, item_ids, titles=item_ids, categories=[""] * len(item_ids), item_text=None)
+    return _with_text(data, item_text_path)
+
+
+def _with_text(data: DiscernData, item_text_path: Path | str | None) -> DiscernData:
+    if item_text_path is None:
+        return data
+    text_path = Path(item_text_path)
+    table = _read_json(text_path, "item text")
+    if not isinstance(table, dict):
+        raise DataFormatError(text_path, "must hold a JSON object {item: text}")
+    missing = [i for i in data.item_ids if not isinstance(table.get(i), str)]
+    if missing:
+        raise DataFormatError(text_path, f"{len(missing)} items of the sequences have no text (first: {missing[:3]})")
+    texts = [table[i] for i in data.item_ids]
+    return replace(data, titles=texts, item_text=texts)
 
 
 def world_data(options: DataOptions, seed: int) -> DiscernData:
