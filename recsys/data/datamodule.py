@@ -192,7 +192,9 @@ class InteractionDataModule(pl.LightningDataModule):
             data = self._filter(data)
             from recsys.data.splits import make_split
 
-            self.split = make_split(data, self.split_kind, ratios=self.ratios, seed=self.seed)
+            options = {"random": {"ratios": self.ratios, "seed": self.seed}, "temporal": {"ratios": self.ratios},
+                       "loo": {}}[self.split_kind]  # leave-one-out takes neither ratios nor a seed
+            self.split = make_split(data, self.split_kind, **options)
         if self.world is not None:
             self.clean = {"valid": self.world.clean(self.split.valid), "test": self.world.clean(self.split.test)}
         self._index_training()
@@ -263,6 +265,16 @@ class InteractionDataModule(pl.LightningDataModule):
             return truth, [self.split.train, self.split.valid]
         raise ValueError(f"unknown evaluation stage {stage!r}")
 
+    def history_windows(self, stage: str, length: int) -> np.ndarray:
+        """(n_users, length) tokens (item + 1, 0 = padding) of what each user did before `stage`'s truth:
+        training items for "valid", training and validation items for "test" and "predict"."""
+        from recsys.data.sequence_windows import last_windows, user_sequences
+
+        parts = [self.split.train.positives()]
+        if stage != "valid":
+            parts.append(self.split.valid.positives())
+        return last_windows(user_sequences(parts, self.n_users), length)
+
     def checkpoint_metadata(self) -> dict[str, Any]:
         """The data half of checkpoint["prefengine"] (see TEAM.md)."""
         train = self.split.train
@@ -313,6 +325,13 @@ class InteractionDataModule(pl.LightningDataModule):
             return DataLoader(_Single(everything), batch_size=None, shuffle=False)
         if wanted == "none":
             return DataLoader(_Single({}), batch_size=None, shuffle=False)
+        if wanted == "sequences":  # sequential models: each user's time-ordered training items as windows
+            from recsys.data.sequence_windows import NextItemWindows, user_sequences
+
+            windows = NextItemWindows(user_sequences([self.split.train.positives()], self.n_users),
+                                      int(module.max_length))
+            generator = torch.Generator().manual_seed(self.sample_seed + self._current_epoch())
+            return DataLoader(windows, batch_size=self.batch_size, shuffle=True, generator=generator)
         share = self.rank_share(len(self.train_users))
         batches = TripleBatches(self.train_users, self.train_items, self.sampler, self.batch_size, self.negatives,
                                 self.sample_seed, self._current_epoch, share)
