@@ -326,12 +326,13 @@ class InteractionDataModule(pl.LightningDataModule):
         if wanted == "none":
             return DataLoader(_Single({}), batch_size=None, shuffle=False)
         if wanted == "sequences":  # sequential models: each user's time-ordered training items as windows
-            from recsys.data.sequence_windows import NextItemWindows, user_sequences
+            from recsys.data.sequence_windows import NextItemWindows, trim_padding, user_sequences
 
             windows = NextItemWindows(user_sequences([self.split.train.positives()], self.n_users),
                                       int(module.max_length))
             generator = torch.Generator().manual_seed(self.sample_seed + self._current_epoch())
-            return DataLoader(windows, batch_size=self.batch_size, shuffle=True, generator=generator)
+            return DataLoader(windows, batch_size=self.batch_size, shuffle=True, generator=generator,
+                              collate_fn=trim_padding)
         share = self.rank_share(len(self.train_users))
         batches = TripleBatches(self.train_users, self.train_items, self.sampler, self.batch_size, self.negatives,
                                 self.sample_seed, self._current_epoch, share)

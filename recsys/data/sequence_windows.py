@@ -58,3 +58,12 @@ class NextItemWindows(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {"input": torch.from_numpy(self.inputs[index]), "target": torch.from_numpy(self.targets[index])}
+
+
+def trim_padding(batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Collate windows, dropping the leading columns that are padding in every row (most sequences are short)."""
+    inputs = torch.stack([row["input"] for row in batch])
+    targets = torch.stack([row["target"] for row in batch])
+    used = (targets > 0).any(dim=0)
+    first = int(used.to(torch.int8).argmax()) if bool(used.any()) else inputs.shape[1] - 1
+    return {"input": inputs[:, first:], "target": targets[:, first:]}

@@ -45,9 +45,9 @@ class _Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout), nn.ReLU(), nn.Linear(dim, dim),
                                  nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, causal: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, blocked: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         query = self.attention_norm(x)
-        attended, _ = self.attention(query, x, x, attn_mask=causal, need_weights=False)
+        attended, _ = self.attention(query, x, x, attn_mask=blocked, need_weights=False)
         x = self.ffn_norm(query + attended)
         x = x + self.ffn(x)
         return x * keep
@@ -93,11 +93,16 @@ class SASRec(RecommenderModule):
         length = tokens.shape[1]
         x = self.items(tokens) * math.sqrt(self.hparams.embedding_dim)
         x = x + self.positions.weight[self.max_length - length:][None]
-        keep = (tokens > 0).unsqueeze(-1).to(x.dtype)
+        present = tokens > 0
+        keep = present.unsqueeze(-1).to(x.dtype)
         x = self.dropout(x) * keep
+        # Causal, and padding is never attended (so how much padding a window has changes nothing); a padding
+        # position attends to itself only, and is zeroed after each block.
         causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=tokens.device), diagonal=1)
+        blocked = (causal[None] | ~present[:, None, :]) & ~torch.eye(length, dtype=torch.bool, device=tokens.device)
+        blocked = blocked.repeat_interleave(self.hparams.n_heads, dim=0)
         for block in self.blocks:
-            x = block(x, causal, keep)
+            x = block(x, blocked, keep)
         return self.final_norm(x)
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -136,7 +141,10 @@ class SASRec(RecommenderModule):
         stage = "valid" if self._stage == "valid" else "test"  # predict reads what test reads
         if stage not in self._history:
             self._history[stage] = torch.as_tensor(self._datamodule().history_windows(stage, self.max_length))
-        return self._history[stage][users.cpu()].to(self.device)
+        windows = self._history[stage][users.cpu()]
+        used = (windows > 0).any(dim=0)
+        first = int(used.to(torch.int8).argmax()) if bool(used.any()) else windows.shape[1] - 1
+        return windows[:, first:].to(self.device)  # leading columns that are padding in every row are dropped
 
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
         was = self.training
