@@ -58,7 +58,12 @@ def batched_beam_search(decoder: Decoder, n_queries: int, trie: DeviceTrie, beam
     if beam_size < 1 or not 1 <= k <= beam_size:
         raise ValueError(f"need 1 <= k <= beam_size, got k={k}, beam_size={beam_size}")
     device, sizes = trie.device, trie.trie.level_sizes
-    blocked = [torch.as_tensor(b, device=device) for b in trie.trie.blocked(*exclusion_pairs(exclude))]
+    # Per depth, a flat table over (query, node): True where every item below the node is excluded for the query.
+    blocked = []
+    for depth, keys in enumerate(trie.trie.blocked(*exclusion_pairs(exclude))):
+        table = torch.zeros(n_queries * trie.trie.n_nodes(depth) if len(keys) else 0, dtype=torch.bool, device=device)
+        table[torch.as_tensor(keys, device=device)] = True
+        blocked.append(table)
     query = torch.arange(n_queries, device=device)
     width = 1
     nodes = torch.zeros((n_queries, 1), dtype=torch.int64, device=device)
@@ -73,8 +78,8 @@ def batched_beam_search(decoder: Decoder, n_queries: int, trie: DeviceTrie, beam
         children = trie.child[d][torch.where(live, nodes, 0)]  # (Q, W, size)
         valid = (children >= 0) & live[:, :, None]
         if len(blocked[d + 1]):
-            keys = query[:, None, None] * trie.trie.n_nodes(d + 1) + children
-            valid &= ~torch.isin(keys, blocked[d + 1])
+            keys = query[:, None, None] * trie.trie.n_nodes(d + 1) + children.clamp_min(0)
+            valid &= ~blocked[d + 1][keys]
         candidates = torch.where(valid, scores[:, :, None] + logp, -torch.inf).reshape(n_queries, width * size)
         keep = min(beam_size, width * size)
         # Ascending sort of the negated scores, stable: the numpy search's np.argsort(-x, kind="stable").
