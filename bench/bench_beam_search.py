@@ -98,12 +98,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="queries per batch (cpu 512, cuda 4096)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not (args.data.is_dir() or args.data.is_file()):
         raise SystemExit(f"skipped: {args.data} is absent (see the shared data README)")
     result = measure(args.data, args.device, args.users, args.reference_users, args.batch_size)
     print({k: v for k, v in result.items() if k != "data"})
+    if args.json is not None:
+        import json
+
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
     if not args.no_write:
         from bench.common import write_result
 
