@@ -89,6 +89,35 @@ def measure(data: Path = DEFAULT_DATA, device: str = "cpu", users: int | None = 
             "load_average_1min": round(load, 2), "cpus": os.cpu_count()}
 
 
+def docs_table(results: list[dict]) -> str:
+    lines = ["| device | users | batched: ms per user (CPU ms) | per-query: ms per user (CPU ms) | speed-up | "
+             "same lists | full test, projected | load (1 min) |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        full = 19_412 * r["batched_ms_per_user"] / 1000
+        lines.append(f"| {r['device']}, {r['threads']} threads | {r['users']:,} | {r['batched_ms_per_user']:.1f} "
+                     f"({r.get('batched_cpu_ms_per_user', float('nan')):.1f}) | {r['per_query_ms_per_user']:.1f} "
+                     f"({r.get('per_query_cpu_ms_per_user', float('nan')):.1f}) | {r['speedup']:.1f}x | "
+                     f"{'yes' if r['lists_equal'] else 'NO'} | {full:.0f} s | {r['load_average_1min']:.1f} on "
+                     f"{r['cpus']} CPUs |")
+    return "\n".join(lines)
+
+
+def write_docs() -> None:
+    """The table in docs/benchmarks.md from bench/results/beam_search*.json."""
+    import json
+
+    from bench.common import RESULTS
+
+    results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("beam_search*.json"))]
+    docs = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+    text = docs.read_text()
+    start, end = "<!-- beam:start -->", "<!-- beam:end -->"
+    if results and start in text and end in text:
+        text = text[:text.index(start)] + f"{start}\n{docs_table(results)}\n{end}" + text[text.index(end) + len(end):]
+        docs.write_text(text)
+        print(f"wrote the table in {docs}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_beam_search", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="S3-Rec sequence directory or sequences.txt")
@@ -115,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
 
         name = "beam_search" if args.device == "cpu" else f"beam_search_{args.device.split(':')[0]}"
         write_result(name, result)
+        write_docs()
 
 
 if __name__ == "__main__":

@@ -253,7 +253,7 @@ def svd_item_vectors(sequences: list[np.ndarray], n_items: int, dim: int = 64, s
 
 
 ID_SOURCES = {"text": "item text embeddings", "attributes": "TF-IDF attribute sets",
-              "svd": "SVD item factors (collaborative)"}
+              "svd": "SVD item factors"}
 
 
 def id_source(wanted: str, data: DiscernData, item_embeddings: np.ndarray | None) -> str:
