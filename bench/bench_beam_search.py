@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
     parser.add_argument("--json", type=Path, default=None, help="also write the result to this file")
-    args = parser.parse_args(argv)
+    args = parser.parse_args([] if argv is None else argv)  # `python -m bench beam_search`: the defaults
     torch.set_num_threads(args.threads)
     if not (args.data.is_dir() or args.data.is_file()):
         raise SystemExit(f"skipped: {args.data} is absent (see the shared data README)")
@@ -148,4 +148,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

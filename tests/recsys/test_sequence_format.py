@@ -125,3 +125,26 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
     assert err[0] == f"error: {path}, line 2, field 'item 2': 'three' is not a positive integer id (ids are 1-based)"
+
+
+def test_attribute_vectors_and_the_id_source_choice(tmp_path):
+    from recsys.discern import attribute_vectors, id_source
+    from recsys.discern import read_sequences as discern_sequences
+
+    vectors = attribute_vectors([[7, 1], [7, 1], [7], [3]])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(vectors[0], vectors[1])  # same attribute set, same vector
+    # Attribute 7 is on three items, attribute 1 on two: the rarer one weighs more in item 0's vector.
+    assert vectors[0].max() > vectors[0][vectors[0] > 0].min()
+    assert float(vectors[2] @ vectors[3]) == 0.0
+
+    path = _write(tmp_path / "d", "1 2 3\n2 3 4\n", {"2": [5], "3": [5, 6], "4": [6]})
+    data = discern_sequences(path)
+    assert data.attributes == [[5], [5, 6], [6]] and data.item_ids == ["2", "3", "4"]
+    assert id_source("auto", data, None) == "attributes" and id_source("svd", data, None) == "svd"
+    with pytest.raises(UserInputError, match="needs item texts"):
+        id_source("text", data, None)
+    bare = discern_sequences(_write(tmp_path / "e", "1 2 3\n"))
+    with pytest.raises(UserInputError, match="item2attributes.json"):
+        id_source("attributes", bare, None)
+    assert id_source("auto", bare, None) == "svd"
