@@ -20,6 +20,7 @@ the table in docs/benchmarks.md between its `reproduce` markers. Options:
   --table-only         rewrite the docs table from reproduce.json
   --quick              seconds-long: slices of the files and tiny models, written under artifacts/ only
   --data DIR           the shared data folder (default ../shared/data beside the repository)
+  --note TEXT          a remark shown in the table beside the rows run now (e.g. how their budget ended)
 """
 
 from __future__ import annotations
@@ -230,6 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--note", default=None, help="a remark stored with the rows run now (e.g. the budget)")
     options = parser.parse_args(argv or [])
     results_path = ROOT / "artifacts" / "reproduce-quick" / "reproduce.json" if options.quick else RESULTS
     stored = json.loads(results_path.read_text()).get("rows", {}) if results_path.is_file() else {}
@@ -249,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"== {row.name}: skipped, {data / row.data} is absent (see ../shared/data/README.md)")
             continue
         stored[row.name] = run_row(row, data, runs, options)
+        if options.note:
+            stored[row.name]["extra"] = options.note
         print(json.dumps({k: stored[row.name][k] for k in ("row", "wall_s", "metrics")}), flush=True)
         results_path.parent.mkdir(parents=True, exist_ok=True)
         results_path.write_text(json.dumps({"benchmark": "reproduce", "rows": stored}, indent=2) + "\n")
