@@ -353,6 +353,10 @@ def train_variant(variant: str, data: DiscernData, split, ids: SemanticIds, item
                          num_sanity_val_steps=0)
     started = time.perf_counter()
     trainer.fit(model, train_loader, valid_loader)
+    if not checkpoint.best_model_path:  # the time budget ended before the first validation: keep what was trained
+        log.warning("%s: no validation epoch finished within train.max_minutes; the last weights are used", variant)
+        trainer.save_checkpoint(best)
+        checkpoint.best_model_path = str(best)
     best_loss = checkpoint.best_model_score  # not carried back from spawned processes
     log.info("%s: trained in %.0f s; best valid/loss %s", variant, time.perf_counter() - started,
              "(in the checkpoint)" if best_loss is None else f"{float(best_loss):.4f}")
