@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> None:
             stored[row.name]["extra"] = options.note
         print(json.dumps({k: stored[row.name][k] for k in ("row", "wall_s", "metrics")}), flush=True)
         results_path.parent.mkdir(parents=True, exist_ok=True)
+        # Re-read before writing: another `--only` run may have added rows meanwhile.
+        latest = json.loads(results_path.read_text()).get("rows", {}) if results_path.is_file() else {}
+        stored = {**latest, row.name: stored[row.name]}
         results_path.write_text(json.dumps({"benchmark": "reproduce", "rows": stored}, indent=2) + "\n")
     print(f"wrote {results_path}")
     if not options.quick:
