@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One short check on a GPU machine (about 8 minutes on one H200): the autograd BPR, TIGER at the paper's size
 # for a fixed budget, the batched beam search, and SASRec, each under its own `timeout`; prints what it measured
-# and writes it to $RESULTS/gpu_check.json.
+# and writes it to $RESULTS/gpu_check.jsonl (one JSON line per part).
 #
 #   bash bench/gpu_check.sh DATA_DIR [--cpu] [--tiny]
 #
