@@ -52,6 +52,11 @@ def test_sasrec_learns_a_planted_sequence_far_above_popularity(tmp_path):
     metrics = json.loads((root / "metrics.json").read_text())
 
     module = InteractionDataModule(path=str(data), split="loo")
+    # Validation reads only training items; test also reads the validation item (last in its window).
+    valid = module.split.valid
+    before_valid, before_test = module.history_windows("valid", 50), module.history_windows("test", 50)
+    assert not (before_valid[valid.user] == (valid.item + 1)[:, None]).any()
+    np.testing.assert_array_equal(before_test[valid.user, -1], valid.item + 1)
     counts = module.split.train.item_counts().astype(np.float32)
     truth, exclude = module.evaluation_inputs("test")
     popularity = evaluate(lambda users: np.tile(counts, (len(users), 1)), truth, exclude, ks=(10,))
