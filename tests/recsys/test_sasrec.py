@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from recsys import cli
 from recsys.data.datamodule import InteractionDataModule
@@ -57,6 +58,15 @@ def test_sasrec_learns_a_planted_sequence_far_above_popularity(tmp_path):
     before_valid, before_test = module.history_windows("valid", 50), module.history_windows("test", 50)
     assert not (before_valid[valid.user] == (valid.item + 1)[:, None]).any()
     np.testing.assert_array_equal(before_test[valid.user, -1], valid.item + 1)
+    from recsys.models.sasrec import SASRec
+
+    model = SASRec(n_users=module.n_users, n_items=module.n_items)
+    model._datamodule = lambda: module  # the model reads its histories through its trainer's DataModule
+    users = torch.as_tensor(valid.user)
+    for stage, expected in (("valid", before_valid), ("test", before_test), ("valid", before_valid)):
+        model._stage = stage
+        read = model.history(users).numpy()
+        np.testing.assert_array_equal(read, expected[valid.user][:, -read.shape[1]:])
     counts = module.split.train.item_counts().astype(np.float32)
     truth, exclude = module.evaluation_inputs("test")
     popularity = evaluate(lambda users: np.tile(counts, (len(users), 1)), truth, exclude, ks=(10,))
