@@ -174,8 +174,8 @@ def run_one(datamodule: InteractionDataModule, spec: ModelSpec, seed: int, run_d
     model = spec.model_class(n_users=datamodule.n_users, n_items=datamodule.n_items, **spec.init_args)
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # a rerun replaces, never versions, the old run
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode="max")
-    args = {"enable_progress_bar": False, "enable_model_summary": False, "accelerator": "cpu",
-            "log_every_n_steps": 1, **trainer_args}
+    # accelerator and devices come from the config's trainer section (trainer_args), as every other trainer key.
+    args = {"enable_progress_bar": False, "enable_model_summary": False, "log_every_n_steps": 1, **trainer_args}
     if spec.max_epochs is not None:
         args["max_epochs"] = spec.max_epochs
     elif "max_epochs" not in trainer_args and spec.config_max_epochs is not None:

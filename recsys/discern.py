@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -35,7 +35,7 @@ from recsys.errors import DataFormatError, UserInputError
 from recsys.evaluation import metrics as M
 from recsys.models.generative import GenerativeRetriever
 from recsys.models.generative_data import GenerativeDataset, leave_last_out, pad_ids, preference_arrays
-from recsys.models.semantic_ids import SemanticIds, train_rqvae
+from recsys.models.semantic_ids import SemanticIds, deterministic_setting, train_rqvae
 from recsys.preferences.axes import AXES, QuerySet, SentenceTable, build_axes, training_preferences
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,10 @@ class DataOptions:
     sequences: str | None = None  # JSON {user: [item, ...]} in time order (real data: TIGER only)
     item_text: str | None = None  # JSON {item: text} for real data (encoded for semantic IDs)
     semantic_ids: str | None = None  # JSON {item: [c1, c2, c3(, c4)]}; otherwise an RQ-VAE makes them
+    # What the RQ-VAE encodes when no semantic_ids file is given: "text" (item text embeddings), "attributes"
+    # (TF-IDF of the items' attribute sets, e.g. the S3-Rec files' item2attributes.json), "svd" (collaborative:
+    # SVD factors of the training interactions); "auto" = text if there is any, else attributes, else svd.
+    id_source: Literal["auto", "text", "attributes", "svd"] = "auto"
 
 
 @dataclass
@@ -115,6 +119,9 @@ class TrainOptions:
     reuse_checkpoints: bool = True  # reload DIR/<variant>/best.ckpt when its settings match
     progress: bool = True
     devices: int = 1  # training processes; > 1 trains with DDP (gloo), each process on its share of the batches
+    accelerator: str = "auto"  # Lightning's accelerator (cpu, gpu, auto) for the RQ-VAE and the retrievers; the
+    # test-time beam search runs on the same device
+    max_minutes: float | None = None  # a wall-clock budget per variant's fit (the best epoch so far is kept)
 
 
 @dataclass
@@ -162,6 +169,7 @@ class DiscernData:
     categories: list[str]
     item_text: list[str] | None
     world: object | None = None
+    attributes: list[list[int]] | None = None  # attribute ids per item (the S3-Rec files' item2attributes.json)
 
 
 def _read_json(path: Path, what: str):
@@ -173,9 +181,21 @@ def _read_json(path: Path, what: str):
         raise DataFormatError(path, f"not valid JSON ({error})") from None
 
 
+def is_json_sequences(path: Path) -> bool:
+    return path.suffix.lower() == ".json"
+
+
 def read_sequences(path: Path | str, item_text_path: Path | str | None = None) -> DiscernData:
-    """Real data: {user: [item, ...]} (time order; ids as strings) and optional {item: text}."""
+    """Real data: {user: [item, ...]} (time order; ids as strings) and optional {item: text}; or the S3-Rec /
+    SASRec layout (`sequences.txt` or its directory, with `item2attributes.json`; `recsys.data.formats.sequences`)."""
     path = Path(path)
+    if not is_json_sequences(path):
+        from recsys.data.formats.sequences import read_sequences as read_sequence_layout
+
+        parsed = read_sequence_layout(path)
+        data = DiscernData(parsed.sequences, parsed.user_ids, parsed.item_ids, titles=parsed.item_ids,
+                           categories=[""] * parsed.n_items, item_text=None, attributes=parsed.attributes)
+        return _with_text(data, item_text_path)
     payload = _read_json(path, "sequences")
     if not isinstance(payload, dict) or not payload:
         raise DataFormatError(path, "must hold a non-empty JSON object {user: [item, ...]}")
@@ -188,19 +208,23 @@ def read_sequences(path: Path | str, item_text_path: Path | str | None = None) -
         sequences.append(np.array([item_index.setdefault(str(i), len(item_index)) for i in items], dtype=np.int64))
         user_ids.append(str(user))
     item_ids = list(item_index)
-    texts = None
-    if item_text_path is not None:
-        text_path = Path(item_text_path)
-        table = _read_json(text_path, "item text")
-        if not isinstance(table, dict):
-            raise DataFormatError(text_path, "must hold a JSON object {item: text}")
-        missing = [i for i in item_ids if not isinstance(table.get(i), str)]
-        if missing:
-            raise DataFormatError(text_path, f"{len(missing)} items of the sequences have no text (first: {missing[:3]})")
-        texts = [table[i] for i in item_ids]
     log.info("read %d sequences over %d items from %s", len(sequences), len(item_ids), path)
-    return DiscernData(sequences, user_ids, item_ids, titles=texts or item_ids, categories=[""] * len(item_ids),
-                       item_text=texts)
+    data = DiscernData(sequences, user_ids, item_ids, titles=item_ids, categories=[""] * len(item_ids), item_text=None)
+    return _with_text(data, item_text_path)
+
+
+def _with_text(data: DiscernData, item_text_path: Path | str | None) -> DiscernData:
+    if item_text_path is None:
+        return data
+    text_path = Path(item_text_path)
+    table = _read_json(text_path, "item text")
+    if not isinstance(table, dict):
+        raise DataFormatError(text_path, "must hold a JSON object {item: text}")
+    missing = [i for i in data.item_ids if not isinstance(table.get(i), str)]
+    if missing:
+        raise DataFormatError(text_path, f"{len(missing)} items of the sequences have no text (first: {missing[:3]})")
+    texts = [table[i] for i in data.item_ids]
+    return replace(data, titles=texts, item_text=texts)
 
 
 def world_data(options: DataOptions, seed: int) -> DiscernData:
@@ -226,6 +250,37 @@ def svd_item_vectors(sequences: list[np.ndarray], n_items: int, dim: int = 64, s
     k = max(1, min(dim, min(matrix.shape) - 1))
     _, s, vt = svds(matrix.astype(np.float64), k=k, random_state=seed)
     return (vt.T * np.sqrt(s)).astype(np.float32)
+
+
+ID_SOURCES = {"text": "item text embeddings", "attributes": "TF-IDF attribute sets",
+              "svd": "SVD item factors"}
+
+
+def id_source(wanted: str, data: DiscernData, item_embeddings: np.ndarray | None) -> str:
+    """The source of the vectors semantic IDs are made from (see DataOptions.id_source)."""
+    if wanted == "auto":
+        return "text" if item_embeddings is not None else "attributes" if data.attributes else "svd"
+    if wanted == "text" and item_embeddings is None:
+        raise UserInputError("data.id_source text needs item texts (data.item_text, or the preference world)")
+    if wanted == "attributes" and not data.attributes:
+        raise UserInputError("data.id_source attributes needs item attributes (item2attributes.json beside the "
+                             "S3-Rec sequences file)")
+    return wanted
+
+
+def attribute_vectors(attributes: list[list[int]]) -> np.ndarray:
+    """Items as L2-normalized TF-IDF vectors of their attribute ids (rare attributes weigh more)."""
+    n_items = len(attributes)
+    rows = np.repeat(np.arange(n_items), [len(a) for a in attributes])
+    cols = np.concatenate([np.asarray(a, dtype=np.int64) for a in attributes]) if len(rows) else np.zeros(0, np.int64)
+    _, cols = np.unique(cols, return_inverse=True)
+    width = int(cols.max()) + 1 if len(cols) else 1
+    matrix = np.zeros((n_items, width), dtype=np.float32)
+    matrix[rows, cols] = 1.0
+    idf = np.log((1 + n_items) / (1 + matrix.sum(axis=0))) + 1.0
+    matrix *= idf[None, :].astype(np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.maximum(norms, 1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +315,8 @@ def train_variant(variant: str, data: DiscernData, split, ids: SemanticIds, item
     if config.train.reuse_checkpoints and best.is_file() and _checkpoint_matches(best, hparams, ids.codes):
         log.info("%s: reusing %s (same settings and semantic IDs)", variant, best)
         _refresh_block(best, block)
-        return GenerativeRetriever.load_from_checkpoint(best, map_location="cpu", weights_only=False)
+        model = GenerativeRetriever.load_from_checkpoint(best, map_location="cpu", weights_only=False)
+        return model.to(evaluation_device(config.train.accelerator))
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     model = GenerativeRetriever(**hparams)
@@ -289,16 +345,29 @@ def train_variant(variant: str, data: DiscernData, split, ids: SemanticIds, item
         # Tensors reach the spawned processes as files: the default (fd passing) fails on some of
         # the model's storages with "unable to resize file".
         torch.multiprocessing.set_sharing_strategy("file_system")
-    trainer = pl.Trainer(max_epochs=config.train.max_epochs, accelerator="cpu", **parallel,
-                         logger=pl.loggers.CSVLogger(str(out), name=variant, version=""),
+    budget = {"max_time": {"minutes": config.train.max_minutes}} if config.train.max_minutes else {}
+    trainer = pl.Trainer(max_epochs=config.train.max_epochs, accelerator=config.train.accelerator, **parallel,
+                         **budget, logger=pl.loggers.CSVLogger(str(out), name=variant, version=""),
                          callbacks=[checkpoint, stopping], enable_progress_bar=config.train.progress,
-                         enable_model_summary=False, deterministic=True, num_sanity_val_steps=0)
+                         enable_model_summary=False, deterministic=deterministic_setting(config.train.accelerator),
+                         num_sanity_val_steps=0)
     started = time.perf_counter()
     trainer.fit(model, train_loader, valid_loader)
+    if not checkpoint.best_model_path:  # the time budget ended before the first validation: keep what was trained
+        log.warning("%s: no validation epoch finished within train.max_minutes; the last weights are used", variant)
+        trainer.save_checkpoint(best)
+        checkpoint.best_model_path = str(best)
     best_loss = checkpoint.best_model_score  # not carried back from spawned processes
     log.info("%s: trained in %.0f s; best valid/loss %s", variant, time.perf_counter() - started,
              "(in the checkpoint)" if best_loss is None else f"{float(best_loss):.4f}")
-    return GenerativeRetriever.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+    model = GenerativeRetriever.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu", weights_only=False)
+    return model.to(evaluation_device(config.train.accelerator))
+
+
+def evaluation_device(accelerator: str) -> torch.device:
+    """Where the trained model generates: the GPU when training used (or could use) one, else the CPU."""
+    wants_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if wants_gpu and torch.cuda.is_available() else "cpu")
 
 
 def _refresh_block(path: Path, block: dict) -> None:
@@ -417,15 +486,19 @@ def run(config: DiscernConfig, out: Path) -> dict:
         ids = SemanticIds.read(config.data.semantic_ids, data.item_ids)
         details["semantic_ids"] = {"source": config.data.semantic_ids, **ids.collision_stats()}
     else:
-        vectors = item_embeddings if item_embeddings is not None else \
-            svd_item_vectors([s[:-2] for s in data.sequences], len(data.item_ids), seed=config.seed)
+        source = id_source(config.data.id_source, data, item_embeddings)
+        if source == "text":
+            vectors = item_embeddings
+        elif source == "attributes":
+            vectors = attribute_vectors(data.attributes)
+        else:
+            vectors = svd_item_vectors([s[:-2] for s in data.sequences], len(data.item_ids), seed=config.seed)
         r = config.rqvae
         _, ids, report = train_rqvae(vectors, max_epochs=r.max_epochs, batch_size=r.batch_size, seed=config.seed,
-                                     progress=config.train.progress, codebook_size=r.codebook_size,
-                                     n_levels=r.n_levels, latent_dim=r.latent_dim, hidden_dims=r.hidden_dims,
-                                     commitment=r.commitment, lr=r.lr)
-        details["semantic_ids"] = {"source": "rqvae over " + ("item text" if item_embeddings is not None else
-                                                               "SVD item factors"), **report}
+                                     progress=config.train.progress, accelerator=config.train.accelerator,
+                                     codebook_size=r.codebook_size, n_levels=r.n_levels, latent_dim=r.latent_dim,
+                                     hidden_dims=r.hidden_dims, commitment=r.commitment, lr=r.lr)
+        details["semantic_ids"] = {"source": f"rqvae over {ID_SOURCES[source]}", "id_source": source, **report}
     ids.write(out / "semantic_ids.json", data.item_ids)
 
     variants = list(config.model.variants)

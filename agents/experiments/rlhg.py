@@ -60,6 +60,8 @@ class Setting:
     # (neither: beta 0 for both) or "rlhg-only" (RLHG alone, as the first version of this experiment).
     beta_schedule: str = "matched"
     eval_episodes: int = 500
+    accelerator: str = "cpu"  # Lightning's accelerator for the PPO fits (cpu, gpu, auto): small MLPs run best on CPU
+    devices: int = 1
 
 
 COLLAB_PPO = {"num_envs": 32, "num_steps": 16, "learning_rate": 1e-3, "update_epochs": 8, "num_minibatches": 4,
@@ -109,7 +111,7 @@ def run_task(task: dict) -> dict:
                       human_value_timesteps=setting.human_value_timesteps,
                       total_timesteps=setting.finetune_timesteps, **common)
     start = time.perf_counter()
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=-1, logger=CSVLogger(out / "logs", name=name, version=""),
+    trainer = pl.Trainer(accelerator=setting.accelerator, devices=setting.devices, max_epochs=-1, logger=CSVLogger(out / "logs", name=name, version=""),
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          log_every_n_steps=1)
     trainer.fit(module)

@@ -389,6 +389,16 @@ class InteractionDataModule(pl.LightningDataModule):
             contrasts["withheld"] = _with_contrast(self.withheld.user, self.withheld.item, observed, seed)
         return contrasts
 
+    def history_windows(self, stage: str, length: int) -> np.ndarray:
+        """(n_users, length) tokens (item + 1, 0 = padding) of what each user did before `stage`'s truth:
+        training items for "valid", training and validation items for "test" and "predict"."""
+        from recsys.data.sequence_windows import last_windows, user_sequences
+
+        parts = [self.split.train.positives()]
+        if stage != "valid":
+            parts.append(self.split.valid.positives())
+        return last_windows(user_sequences(parts, self.n_users), length)
+
     def checkpoint_metadata(self) -> dict[str, Any]:
         """The data half of checkpoint["prefengine"]: what export and serving need to know about the data."""
         train = self.split.train
@@ -439,6 +449,14 @@ class InteractionDataModule(pl.LightningDataModule):
             return DataLoader(_Single(everything), batch_size=None, shuffle=False)
         if wanted == "none":
             return DataLoader(_Single({}), batch_size=None, shuffle=False)
+        if wanted == "sequences":  # sequential models: each user's time-ordered training items as windows
+            from recsys.data.sequence_windows import NextItemWindows, trim_padding, user_sequences
+
+            windows = NextItemWindows(user_sequences([self.split.train.positives()], self.n_users),
+                                      int(module.max_length))
+            generator = torch.Generator().manual_seed(self.sample_seed + self._current_epoch())
+            return DataLoader(windows, batch_size=self.batch_size, shuffle=True, generator=generator,
+                              collate_fn=trim_padding)
         share = self.rank_share(len(self.train_users))
         batches = TripleBatches(self.train_users, self.train_items, self.sampler, self.batch_size, self.negatives,
                                 self.sample_seed, self._current_epoch, share)

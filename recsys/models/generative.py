@@ -227,36 +227,76 @@ class GenerativeRetriever(pl.LightningModule):
 
         return step
 
+    def incremental_decoder(self, memory: torch.Tensor, padding: torch.Tensor):
+        """The decoder fed one token per beam per level, for `batched_beam_search`."""
+        from recsys.models.beam_search_batched import IncrementalDecoder
+
+        def embed(tokens: torch.Tensor, position: int) -> torch.Tensor:
+            ids = tokens if position == 0 else tokens + self.offsets[position - 1]
+            return self.tokens(ids) + self.level.weight[position]
+
+        rows = [slice(int(self.offsets[level]), int(self.offsets[level]) + size)
+                for level, size in enumerate(self.level_sizes)]
+        bos = torch.full((len(memory),), BOS, dtype=torch.int64, device=memory.device)
+        return IncrementalDecoder(self.decoder_stack, embed, self.head, memory, padding, bos, rows)
+
+    @property
+    def device_trie(self):
+        from recsys.models.beam_search_batched import DeviceTrie
+
+        cached = getattr(self, "_device_trie", None)
+        if cached is None or cached.trie is not self.trie or cached.device != self.device:
+            cached = self._device_trie = DeviceTrie(self.trie, self.device)
+        return cached
+
     @torch.no_grad()
     def recommend(self, history: np.ndarray, prefs: np.ndarray | None = None, pref_mask: np.ndarray | None = None,
                   k: int = 10, beam_size: int | None = None, exclude: Sequence[Sequence[int]] | None = None,
-                  batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+                  batch_size: int = 256, search: Literal["batched", "per-query"] = "batched",
+                  ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k items per query by constrained beam search: (items (B, k), -1 where fewer; log-probs).
 
         history (B, H) item ids padded with -1 on the left; prefs (B, P, text_dim) with pref_mask
         (B, P) for mender (ignored by tiger); exclude: per query, items never to return.
+        search: "batched" (`recsys.models.beam_search_batched`: on the model's device, decoder run
+        incrementally, queries grouped by history length) or "per-query" (the numpy search over full
+        decoder passes that the ONNX bundle also runs); both return the same lists.
         """
+        from recsys.models.beam_search_batched import batched_beam_search
+
+        if search not in ("batched", "per-query"):
+            raise UserInputError(f"search must be 'batched' or 'per-query', got {search!r}")
         beam_size = beam_size or self.hparams.beam_size
-        history = np.asarray(history, dtype=np.int64)
+        history = np.asarray(history, dtype=np.int64)[:, -self.hparams.max_history:]
+        # Queries with similar history lengths share a batch, so little of it is padding.
+        order = np.argsort((history >= 0).sum(axis=1), kind="stable") if search == "batched" else \
+            np.arange(len(history))
         was = self.training
         self.eval()
-        items, scores = [], []
+        items = np.full((len(history), k), -1, dtype=np.int64)
+        scores = np.full((len(history), k), -np.inf)
         try:
             for start in range(0, len(history), batch_size):
-                stop = start + batch_size
-                h = torch.as_tensor(history[start:stop], device=self.device)
+                rows = order[start:start + batch_size]
+                chunk = history[rows]
+                if search == "batched":  # columns no query of this batch uses (left padding) are dropped
+                    used = (chunk >= 0).any(axis=0)
+                    chunk = chunk[:, int(np.argmax(used)) if used.any() else chunk.shape[1] - 1:]
+                h = torch.as_tensor(chunk, device=self.device)
                 p = m = None
                 if self.variant == "mender" and prefs is not None:
-                    p = torch.as_tensor(np.asarray(prefs[start:stop], dtype=np.float32), device=self.device)
-                    m = torch.as_tensor(np.asarray(pref_mask[start:stop], dtype=bool), device=self.device) \
+                    p = torch.as_tensor(np.asarray(prefs[rows], dtype=np.float32), device=self.device)
+                    m = torch.as_tensor(np.asarray(pref_mask[rows], dtype=bool), device=self.device) \
                         if pref_mask is not None else None
                 memory, padding = self.encode(h, p, m)
-
-                chunk_exclude = None if exclude is None else exclude[start:stop]
-                i, s = beam_search(self._step_function(memory, padding), len(h), self.trie, beam_size, k,
-                                   chunk_exclude)
-                items.append(i)
-                scores.append(s)
+                chunk_exclude = None if exclude is None else [exclude[r] for r in rows]
+                if search == "batched":
+                    i, s = batched_beam_search(self.incremental_decoder(memory, padding), len(h), self.device_trie,
+                                               beam_size, k, chunk_exclude)
+                else:
+                    i, s = beam_search(self._step_function(memory, padding), len(h), self.trie, beam_size, k,
+                                       chunk_exclude)
+                items[rows], scores[rows] = i, s
         finally:
             self.train(was)
-        return np.concatenate(items), np.concatenate(scores)
+        return items, scores

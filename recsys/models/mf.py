@@ -29,19 +29,42 @@ def _import_torchrec():
     return torchrec
 
 
-_torchrec = _import_torchrec()
-EmbeddingBagCollection, EmbeddingBagConfig = _torchrec.EmbeddingBagCollection, _torchrec.EmbeddingBagConfig
-KeyedJaggedTensor, PoolingType = _torchrec.KeyedJaggedTensor, _torchrec.PoolingType
+class PlainTable(nn.Module):
+    """Where TorchRec is not installed (e.g. a GPU machine without its CUDA build): one plain embedding table
+    answering the same single-id lookups, with the same state-dict names (`embedding_bags.<name>.weight`),
+    so checkpoints move between the two. Sharding needs TorchRec."""
+
+    def __init__(self, name: str, rows: int, dim: int):
+        super().__init__()
+        self.name = name
+        self.embedding_bags = nn.ModuleDict({name: nn.EmbeddingBag(rows, dim, mode="sum")})
+
+    def forward(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {self.name: self.embedding_bags[self.name].weight[ids]}
 
 
-def single_id_features(name: str, ids: torch.Tensor) -> KeyedJaggedTensor:
-    """A one-feature KeyedJaggedTensor where each bag holds exactly one id."""
+try:
+    _torchrec = _import_torchrec()
+except ImportError:  # a plain-torch machine: the tables are `PlainTable`s
+    _torchrec = None
+    EmbeddingBagCollection = PlainTable
+else:
+    EmbeddingBagCollection, EmbeddingBagConfig = _torchrec.EmbeddingBagCollection, _torchrec.EmbeddingBagConfig
+    KeyedJaggedTensor, PoolingType = _torchrec.KeyedJaggedTensor, _torchrec.PoolingType
+
+
+def single_id_features(name: str, ids: torch.Tensor):
+    """A one-feature KeyedJaggedTensor where each bag holds exactly one id (the ids themselves without TorchRec)."""
     ids = ids.reshape(-1).to(torch.int64)
+    if _torchrec is None:
+        return ids
     return KeyedJaggedTensor.from_lengths_sync(
         keys=[name], values=ids, lengths=torch.ones(len(ids), dtype=torch.int32, device=ids.device))
 
 
-def _table(name: str, rows: int, dim: int) -> EmbeddingBagCollection:
+def _table(name: str, rows: int, dim: int) -> nn.Module:
+    if _torchrec is None:
+        return PlainTable(name, rows, dim)
     config = EmbeddingBagConfig(name=name, embedding_dim=dim, num_embeddings=rows, feature_names=[name],
                                 pooling=PoolingType.SUM)
     return EmbeddingBagCollection(tables=[config], device=torch.device("cpu"))

@@ -131,6 +131,13 @@ class SemanticIds:
         return cls(codes, tuple(int(c.max()) + 1 for c in codes.T))
 
 
+def deterministic_setting(accelerator: str) -> bool | str:
+    """Lightning's `deterministic`: strict on CPU; on a GPU "warn", since some CUDA kernels (embedding
+    backward, scatter) have no deterministic version and strict mode would stop the run."""
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    return True if on_cpu else "warn"
+
+
 # ---------------------------------------------------------------------------------------------
 # the RQ-VAE
 # ---------------------------------------------------------------------------------------------
@@ -261,8 +268,10 @@ class RQVAE(pl.LightningModule):
 
 
 def train_rqvae(embeddings: np.ndarray, max_epochs: int = 200, batch_size: int = 256, seed: int = 0,
-                progress: bool = True, **hyperparameters) -> tuple[RQVAE, SemanticIds, dict[str, object]]:
-    """Fit an RQ-VAE on item embeddings; returns the model, every item's semantic ID and the report."""
+                progress: bool = True, accelerator: str = "auto", devices: int | str = 1,
+                **hyperparameters) -> tuple[RQVAE, SemanticIds, dict[str, object]]:
+    """Fit an RQ-VAE on item embeddings; returns the model, every item's semantic ID and the report.
+    `accelerator`/`devices`: Lightning's (cpu, gpu, auto); the codes are computed on the CPU afterwards."""
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     if embeddings.ndim != 2 or len(embeddings) < 2:
         raise UserInputError(f"RQ-VAE needs a (n_items >= 2, dim) embedding matrix, got {embeddings.shape}")
@@ -275,10 +284,11 @@ def train_rqvae(embeddings: np.ndarray, max_epochs: int = 200, batch_size: int =
         model.initialize_codebooks(embeddings)
     loader = DataLoader(TensorDataset(torch.from_numpy(embeddings)), batch_size=batch_size, shuffle=True,
                         generator=torch.Generator().manual_seed(seed))
-    trainer = pl.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=False,
+    trainer = pl.Trainer(max_epochs=max_epochs, accelerator=accelerator, devices=devices, logger=False,
                          enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
-                         deterministic=True)
+                         deterministic=deterministic_setting(accelerator))
     trainer.fit(model, loader)
+    model = model.cpu()
     report = model.report(embeddings)
     ids = SemanticIds.from_codes(model.codes(embeddings), [model.hparams.codebook_size] * model.hparams.n_levels)
     log.info("RQ-VAE: reconstruction %.4f, codebook usage %s, collision rate %.3f (largest group %d)",

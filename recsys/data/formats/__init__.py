@@ -8,6 +8,8 @@ are already split, with one vocabulary taken from train. Formats:
 - "recbole": RecBole atomic files .inter (+ .item, .user);
 - "amazon": Amazon review JSON lines (+ item metadata);
 - "ads": the ADS corpus of user folders (ratings, TIPI traits, demographics; `recsys.data.formats.ads`);
+- "sequences": the S3-Rec / SASRec layout, `sequences.txt` (`user item item ...` in time order) with
+  `item2attributes.json` (`recsys.data.formats.sequences`; timestamps are positions in the sequence);
 - "prefengine": the native directory (`recsys.data.native`);
 - "auto": picked by file name and first line (`recsys.data.formats.detect`); the pick is logged.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.data.formats import ads, amazon, movielens, recbole, table
+from recsys.data.formats import ads, amazon, movielens, recbole, sequences, table
 from recsys.data.formats.common import RawInteractions, assemble, check_unused_side
 from recsys.data.formats.detect import detect_format
 from recsys.data.interactions import InteractionData, Split
@@ -30,12 +32,13 @@ from recsys.errors import UserInputError
 log = logging.getLogger(__name__)
 
 READERS = {"table": table.read, "movielens": movielens.read, "recbole": recbole.read, "amazon": amazon.read,
-           "ads": ads.read}
+           "ads": ads.read,
+           "sequences": sequences.read}
 FORMATS = (*READERS, "prefengine")
 FORMAT_ALIASES = {"native": "prefengine", "csv": "table", "tsv": "table", "parquet": "table"}
 # Keyword options each reader takes beyond (path, columns, sep).
 OPTIONS = {"table": ("items", "users", "names"), "movielens": (), "recbole": (), "amazon": ("meta",), "ads": (),
-           "prefengine": ()}
+           "sequences": (), "prefengine": ()}
 
 __all__ = ["FORMATS", "detect_format", "load", "load_presplit", "read_table", "write_table"]
 

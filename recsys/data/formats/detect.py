@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recsys.data.formats import ads, amazon, movielens, recbole
+from recsys.data.formats import ads, amazon, movielens, recbole, sequences
 from recsys.data.native import MANIFEST, is_native
 from recsys.data.tables import first_line, is_parquet
 from recsys.errors import DataFormatError
@@ -21,6 +21,8 @@ def detect_format(path) -> tuple[str, str]:
 def _detect_directory(path: Path) -> tuple[str, str]:
     if is_native(path):
         return "prefengine", f"{MANIFEST} names the prefengine format"
+    if sequences.is_sequence_directory(path):
+        return "sequences", f"{sequences.SEQUENCES_FILE} (S3-Rec / SASRec sequence layout)"
     inter = sorted(path.glob("*.inter"))
     if inter:
         return "recbole", f"RecBole atomic file {inter[0].name}"
@@ -41,6 +43,8 @@ def _detect_file(path: Path) -> tuple[str, str]:
         return "prefengine", f"{MANIFEST} names the prefengine format"
     if name.endswith(".inter"):
         return "recbole", "file name ends in .inter"
+    if path.name == sequences.SEQUENCES_FILE:
+        return "sequences", f"file name {path.name} (S3-Rec / SASRec sequence layout)"
     if ads.RATINGS_FILE.match(path.name):
         return "ads", f"ADS ratings file {path.name}"
     if name == "ratings.dat" or movielens.ML100K_TAB_FILE.match(name):
@@ -58,6 +62,13 @@ def _detect_file(path: Path) -> tuple[str, str]:
     line = first_line(path)
     if name == "ratings.csv" and line.replace(" ", "").startswith("userId,movieId"):
         return "movielens", "header userId,movieId,..."
+    if sequences.attributes_path(path).is_file() and _integers_by_spaces(line):
+        return "sequences", f"lines of integer ids with {sequences.ATTRIBUTES_FILE} beside them"
     if recbole.looks_like_recbole_header(line):
         return "recbole", "header of name:type fields"
     return "table", "a delimited table"
+
+
+def _integers_by_spaces(line: str) -> bool:
+    tokens = line.split(" ")
+    return len(tokens) >= 2 and all(t.isdigit() for t in tokens)
