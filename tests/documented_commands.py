@@ -113,6 +113,16 @@ COMMANDS: dict[str, Run] = {
         TUNE_HIDDEN_TINY),
     "python -m recsys.nbpo_findings distill hidden_likes --metrics artifacts/compare/hidden/metrics.json": Run(
         "--out artifacts/nbpo_hidden_likes.json", needs=("hidden_compare",)),
+    # the public sequence data: SASRec and TIGER at the paper's size, shrunk
+    "python -m recsys fit -c configs/recsys/sasrec.yaml --data.path ../shared/data/amazon-toys": Run(
+        "--trainer.max_epochs 1 --trainer.limit_train_batches 5 --trainer.limit_val_batches 2 "
+        "--trainer.limit_test_batches 2 --trainer.check_val_every_n_epoch 1 --trainer.enable_progress_bar false",
+        needs=("shared_data",)),
+    "python -m recsys discern -c configs/recsys/tiger_paper.yaml --data.sequences ../shared/data/amazon-toys "
+    "--out artifacts/discern/tiger-toys": Run(
+        "--model.d_model 32 --model.ff_dim 64 --model.encoder_layers 1 --model.decoder_layers 1 --model.n_heads 2 "
+        "--rqvae.max_epochs 1 --rqvae.codebook_size 16 --rqvae.hidden_dims [32] --train.max_epochs 1 "
+        "--train.max_minutes 0.2 --eval.max_queries 50 --train.progress false", needs=("shared_data",)),
     "python -m bench findings --list": Run(),
     "python -m bench findings --check": Run(),
     "python -m bench findings regret_vs_return": Run("--quick --out artifacts/findings-quick"),
