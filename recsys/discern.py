@@ -15,6 +15,10 @@ DIR receives metrics.json ({variant: {axis: {metric: value}}}), report.md, disce
 details.json (extractor quality, RQ-VAE report, counts), semantic_ids.json, preferences.csv
 and per variant a checkpoint (DIR/<variant>/best.ckpt) that `python -m recsys export`
 turns into a serving bundle.
+
+`--seeds 0,1,2` runs all of it once per seed into DIR/seed<k>/ (each as above) and writes DIR/metrics.json
+(mean, sample sd and per-seed values of every "<variant>/<axis>/<metric>", as `recsys fit --seeds` does) and
+DIR/report.md, with Mender - TIGER tested paired over the seeds (`run_seeds`).
 """
 
 from __future__ import annotations
