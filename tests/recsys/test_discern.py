@@ -183,6 +183,7 @@ def test_two_training_processes_write_a_checkpoint_one_process_loads(tmp_path):
     (["--train.devices", "0"], "train.devices must be >= 1"),
     (["--eval.ks", "[5, 50]", "--eval.beam_size", "20"], "at most eval.beam_size"),
     (["--model.no_such_option", "3"], "discern:"),
+    (["--seeds", "0,a"], "--seeds: expected non-negative integers"),
 ])
 def test_bad_configs_are_one_line_user_errors(tmp_path, flags, message):
     with pytest.raises(UserInputError, match=message):
