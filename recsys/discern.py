@@ -15,6 +15,10 @@ DIR receives metrics.json ({variant: {axis: {metric: value}}}), report.md, disce
 details.json (extractor quality, RQ-VAE report, counts), semantic_ids.json, preferences.csv
 and per variant a checkpoint (DIR/<variant>/best.ckpt) that `python -m recsys export`
 turns into a serving bundle.
+
+`--seeds 0,1,2` runs all of it once per seed into DIR/seed<k>/ (each as above) and writes DIR/metrics.json
+(mean, sample sd and per-seed values of every "<variant>/<axis>/<metric>", as `recsys fit --seeds` does) and
+DIR/report.md, with Mender - TIGER tested paired over the seeds (`run_seeds`).
 """
 
 from __future__ import annotations
@@ -580,6 +584,41 @@ def write_outputs(out: Path, metrics: dict, details: dict, config: DiscernConfig
     log.info("wrote %s", out / "metrics.json")
 
 
+def run_seeds(config: DiscernConfig, out: Path, seeds: list[int]) -> dict:
+    """`--seeds 0,1,2`: the whole benchmark once per seed in out/seed<k>/, then out/metrics.json with mean, sd and
+    the per-seed values of every "<variant>/<axis>/<metric>" (`recsys.seeds.summarize`), and out/report.md.
+
+    A seed sets the world (unless data.world fixes its own seed), the RQ-VAE, the preference sampling and the
+    retrievers' training; where both variants run, Mender - TIGER is tested paired over seeds."""
+    from recsys.evaluation.significance import compare_over_seeds
+    from recsys.seeds import report, summarize, write_summary
+
+    flat: dict[int, dict[str, float]] = {}
+    for number, seed in enumerate(seeds, 1):
+        log.info("== seed %d (%d of %d)", seed, number, len(seeds))
+        metrics = run(replace(config, seed=seed), out / f"seed{seed}")
+        flat[seed] = {f"{variant}/{axis}/{metric}": value for variant, per in metrics.items()
+                      for axis, values in per.items() for metric, value in values.items()}
+    summary = summarize(flat, {})
+    variants = sorted({key.split("/", 1)[0] for key in summary["per_seed"]})
+    lines = [f"# Preference discerning over seeds {seeds}\n", "Mean ± sample sd over seeds, then each seed's value "
+             "(the runs are in seed<k>/).\n", report(summary, [k for k in summary["per_seed"] if "@" in k])]
+    if {"tiger", "mender"} <= set(variants) and len(seeds) >= 2:
+        tiger = [{k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("tiger/")} for m in flat.values()]
+        mender = [{k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("mender/")} for m in flat.values()]
+        keys = [k for k in mender[0] if "@" in k and all(k in m for m in tiger)]
+        tests = compare_over_seeds(mender, tiger, keys, seed=seeds[0])
+        summary["mender_vs_tiger"] = {key: result.as_dict() for key, result in tests.items()}
+        lines += [f"\n## mender - tiger, paired over {len(seeds)} seeds\n",
+                  "| axis/metric | mender - tiger | 95% bootstrap CI | paired t p-value |", "|---|---|---|---|"]
+        lines += [f"| {key} | {r.mean_difference:+.4f} | [{r.ci_low:+.4f}, {r.ci_high:+.4f}] | {r.p_value:.3g} |"
+                  for key, r in tests.items()]
+    write_summary(out, summary)
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    log.info("wrote %s and %s", out / "metrics.json", out / "report.md")
+    return summary
+
+
 def _parser():
     from jsonargparse import ActionConfigFile, ArgumentParser
 
@@ -595,10 +634,15 @@ def _parser():
 def main(argv: list[str]) -> int:
     from jsonargparse import ArgumentError
 
+    from recsys.seeds import pop_seeds
+
     parser = _parser()
     if any(a in ("-h", "--help") for a in argv):
         parser.print_help()
+        print("\n  --seeds 0,1,2         run once per seed into OUT/seed<k>/; OUT/metrics.json and report.md hold "
+              "mean ± sd,\n                        the per-seed values and Mender - TIGER tested paired over seeds")
         return 0
+    argv, seeds = pop_seeds(argv)
     try:
         namespace = parser.parse_args(argv)
         config = parser.instantiate(namespace)
@@ -607,6 +651,11 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(namespace.out)
     config = DiscernConfig(**{k: getattr(config, k) for k in DiscernConfig.__dataclass_fields__})
+    if seeds is not None:
+        summary = run_seeds(config, out, seeds)
+        print((out / "report.md").read_text())
+        print(f"wrote {out / 'metrics.json'}, {out / 'report.md'} (runs of seeds {summary['seeds']} in seed<k>/)")
+        return 0
     metrics = run(config, out)
     print(json.dumps({v: {a: {m: round(x, 4) for m, x in axis.items() if "@" in m} for a, axis in per.items()}
                       for v, per in metrics.items()}, indent=1))

@@ -183,6 +183,7 @@ def test_two_training_processes_write_a_checkpoint_one_process_loads(tmp_path):
     (["--train.devices", "0"], "train.devices must be >= 1"),
     (["--eval.ks", "[5, 50]", "--eval.beam_size", "20"], "at most eval.beam_size"),
     (["--model.no_such_option", "3"], "discern:"),
+    (["--seeds", "0,a"], "--seeds: expected non-negative integers"),
 ])
 def test_bad_configs_are_one_line_user_errors(tmp_path, flags, message):
     with pytest.raises(UserInputError, match=message):
@@ -201,3 +202,34 @@ def test_bad_sequence_files_name_the_file_and_the_user(tmp_path):
     (tmp_path / "text.json").write_text('{"a": "an item"}')
     with pytest.raises(DataFormatError, match="1 items of the sequences have no text"):
         read_sequences(path, tmp_path / "text.json")
+
+
+def test_seeds_run_once_per_seed_and_summarize_them(tmp_path):
+    cache = ["--encoder.cache_dir", str(tmp_path / "cache")]
+    out = tmp_path / "seeds"
+    assert main(["--out", str(out), *TINY, *cache, "--seeds", "0,1"]) == 0
+    summary = json.loads((out / "metrics.json").read_text())
+    per_run = {seed: json.loads((out / f"seed{seed}" / "metrics.json").read_text()) for seed in (0, 1)}
+    assert summary["seeds"] == [0, 1]
+    for variant in ("tiger", "mender"):
+        for axis in AXES:
+            for metric in ("recall@10", "ndcg@5"):
+                key = f"{variant}/{axis}/{metric}"
+                values = [per_run[0][variant][axis][metric], per_run[1][variant][axis][metric]]
+                assert summary["per_seed"][key] == values
+                assert summary[key] == pytest.approx(np.mean(values))
+                assert summary["sd"][key] == pytest.approx(np.std(values, ddof=1))
+    # The seeds differ (another world, other models), so the spread is real.
+    assert any(sd > 0 for sd in summary["sd"].values())
+    paired = summary["mender_vs_tiger"]["recommendation/recall@10"]
+    assert paired["n"] == 2 and paired["mean_difference"] == pytest.approx(
+        summary["mender/recommendation/recall@10"] - summary["tiger/recommendation/recall@10"])
+    report = (out / "report.md").read_text()
+    assert "mender/coarse_steering/recall@10" in report and "mender - tiger, paired over 2 seeds" in report
+
+    # Without --seeds the command is unchanged: seed 1 alone writes the same files and numbers as seed 1 of the set.
+    single = tmp_path / "single"
+    assert main(["--out", str(single), *TINY, *cache, "--seed", "1"]) == 0
+    assert sorted(p.name for p in single.iterdir()) == sorted(p.name for p in (out / "seed1").iterdir())
+    assert json.loads((single / "metrics.json").read_text()) == per_run[1]
+    assert (single / "report.md").read_text() == (out / "seed1" / "report.md").read_text()
