@@ -75,7 +75,7 @@ def tables(payload: dict[str, Any]) -> dict[str, str]:
              "precision@10": "Precision@10", "recall@20": "Recall@20", "ndcg@20": "NDCG@20"}
     lines = ["| model (test split) | " + " | ".join(names.values()) + " |", "|---|" + "---|" * len(names)]
     epoch = numbers["bpr"].get("best_epoch")
-    label = "BPR, l2 0.03" + (f" (best epoch {epoch})" if epoch is not None else "")
+    label = "BPR, `bpr_movielens.yaml`" + (f" (best epoch {epoch})" if epoch is not None else "")
     for model, title in (("bpr", label), ("popularity", "popularity")):
         lines.append(f"| {title} | " + " | ".join(f"{numbers[model]['test'][m]:.4f}" for m in METRICS) + " |")
     return {"table": "\n".join(lines)}
