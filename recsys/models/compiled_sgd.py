@@ -313,25 +313,36 @@ def _train_chunks(U, V, P, Q, pairs, indptr, indices, alias_prob, alias_item,
                 for k in range(n_neg):
                     state, negatives[g, k] = _draw_negative(state, users[g], indptr, indices, n_items,
                                                             alias_prob, alias_item)
-            for g in range(size):
-                warm += _touch(U, users[g]) + _touch(V, positives[g])
-                for k in range(n_neg):
-                    warm += _touch(V, negatives[g, k])
-                if objective == _NBPO:
-                    warm += P[users[g], 0] + Q[positives[g], 0] + Q[negatives[g, 0], 0]
-            # then the steps, strictly one triple after another
-            for g in range(size):
-                u, i = users[g], positives[g]
-                for k in range(n_neg):
-                    j = negatives[g, k]
-                    if objective == _BPR:
-                        total += _bpr_step(U, V, u, i, j, lr32, reg32)
-                    elif objective == _BPO:
-                        total += _bpo_step(U, V, u, i, j, lr32, reg32)
-                    else:
-                        total += _nbpo_step(U, V, P, Q, u, i, j, lr32, reg32, flip_lr32, flip_reg32)
+            total, warm, _ = _step_group(U, V, P, Q, users, positives, negatives, size, n_neg, objective,
+                                         lr32, reg32, flip_lr32, flip_reg32, total, warm)
         out[c, 0] = total
         out[c, 1] = warm
+
+
+@njit(fastmath=True, nogil=True, cache=True)
+def _step_group(U, V, P, Q, users, positives, negatives, size, n_neg, objective, lr32, reg32, flip_lr32,
+                flip_reg32, total, warm):
+    """Touch the rows of a drawn group (their cache misses overlap), then step its triples strictly one
+    after another. Returns (total + the group's loss, warm + the prefetch sum, steps taken)."""
+    for g in range(size):
+        warm += _touch(U, users[g]) + _touch(V, positives[g])
+        for k in range(n_neg):
+            warm += _touch(V, negatives[g, k])
+        if objective == _NBPO:
+            warm += P[users[g], 0] + Q[positives[g], 0] + Q[negatives[g, 0], 0]
+    steps = 0
+    for g in range(size):
+        u, i = users[g], positives[g]
+        for k in range(n_neg):
+            j = negatives[g, k]
+            if objective == _BPR:
+                total += _bpr_step(U, V, u, i, j, lr32, reg32)
+            elif objective == _BPO:
+                total += _bpo_step(U, V, u, i, j, lr32, reg32)
+            else:
+                total += _nbpo_step(U, V, P, Q, u, i, j, lr32, reg32, flip_lr32, flip_reg32)
+            steps += 1
+    return total, warm, steps
 
 
 @njit(nogil=True, cache=True)
@@ -468,23 +479,9 @@ def _train_stratum(U, V, P, Q, pairs, rows, lo, hi, block, item_block, block_ite
             for k in range(n_neg):
                 state, negatives[g, k] = _draw_block_negative(state, users[g], indptr, indices, block, item_block,
                                                               block_items, blo, bhi, alias_prob, alias_item)
-        for g in range(size):
-            warm += _touch(U, users[g]) + _touch(V, positives[g])
-            for k in range(n_neg):
-                warm += _touch(V, negatives[g, k])
-            if objective == _NBPO:
-                warm += P[users[g], 0] + Q[positives[g], 0] + Q[negatives[g, 0], 0]
-        for g in range(size):  # then the steps, strictly one triple after another
-            u, i = users[g], positives[g]
-            for k in range(n_neg):
-                j = negatives[g, k]
-                if objective == _BPR:
-                    total += _bpr_step(U, V, u, i, j, lr32, reg32)
-                elif objective == _BPO:
-                    total += _bpo_step(U, V, u, i, j, lr32, reg32)
-                else:
-                    total += _nbpo_step(U, V, P, Q, u, i, j, lr32, reg32, flip_lr32, flip_reg32)
-                steps += 1
+        total, warm, done = _step_group(U, V, P, Q, users, positives, negatives, size, n_neg, objective,
+                                        lr32, reg32, flip_lr32, flip_reg32, total, warm)
+        steps += done
     out[slot, 0] = total
     out[slot, 1] = warm
     out[slot, 2] = steps
