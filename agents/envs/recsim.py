@@ -298,7 +298,7 @@ def recommender_scorer(checkpoint: str | Path, n_items: int) -> Scorer:
     """Scores of a recommender checkpoint (`python -m recsys fit`): its `score_users` over its vocabulary."""
     import torch
 
-    from recsys.export import load_recommender
+    from recsys.export.embeddings import load_recommender
 
     model, block = load_recommender(checkpoint)
     popularity = block.get("item_popularity") or np.zeros(len(block["vocab_items"]))
