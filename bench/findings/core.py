@@ -109,11 +109,11 @@ def f4(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
-def mean_sd(cell: dict[str, Any]) -> str:
-    """'0.1381 ± 0.0010' from {"mean", "sd"} (sd absent or None: the mean alone)."""
+def mean_sd(cell: dict[str, Any], digits: int = 4) -> str:
+    """'0.1381 ± 0.0010' from {"mean", "sd"} (sd absent or None: the mean alone), `digits` after the point."""
     if cell.get("sd") is None:
-        return f4(cell["mean"])
-    return f"{cell['mean']:.4f} ± {cell['sd']:.4f}"
+        return f"{cell['mean']:.{digits}f}"
+    return f"{cell['mean']:.{digits}f} ± {cell['sd']:.{digits}f}"
 
 
 def p_value(p: float | None) -> str:
