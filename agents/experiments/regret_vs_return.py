@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.envs.board import FEATURES, Board
 from agents.envs.delivery import delivery_board
-from agents.envs.gridworld import FEATURES, Board
 from agents.envs.random_mdp import random_board
 from agents.planning import solve
 from agents.preferences.learner import PreferenceLearner, RewardLearningContext

@@ -13,12 +13,24 @@ A finding module (one per finding of docs/results.md) defines:
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+# The findings, in the order docs/results.md presents them.
+NAMES = ("noisy_labels", "bpr_movielens", "personality", "discerning", "regret_vs_return", "rlhg_collab",
+         "rlhg_recsim")
+
+
+def load(name: str) -> ModuleType:
+    if name not in NAMES:
+        raise SystemExit(f"error: unknown finding {name!r}; choose from: {', '.join(NAMES)}")
+    return importlib.import_module(f"bench.findings.{name}")
+
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "docs" / "results"
