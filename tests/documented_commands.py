@@ -98,6 +98,11 @@ COMMANDS: dict[str, Run] = {
     "python -m recsys compare -c configs/recsys/tune_noisy.yaml --out artifacts/tune/noisy": Run(COMPARE_NOISY_TINY),
     "python -m recsys fit -c configs/recsys/bpr.yaml --seeds 0,1,2": Run(
         FIT_TOY + " --seeds 0,1 --trainer.default_root_dir artifacts/runs/bpr_seeds"),
+    # its own process: numba reads NUMBA_NUM_THREADS once, when its threads start
+    "NUMBA_NUM_THREADS=1 python -m recsys fit -c configs/recsys/bpr.yaml --trainer.default_root_dir "
+    "artifacts/runs/bpr_1thread": Run(FIT_TOY, process=True),
+    "python -m recsys fit -c configs/recsys/bpr.yaml --model.init_args.hogwild true": Run(
+        FIT_TOY + " --trainer.default_root_dir artifacts/runs/bpr_hogwild"),
     "python -m recsys fit -c configs/recsys/bpr_movielens.yaml --data.path ../shared/data/ml-100k/ml-100k.inter "
     "--data.format recbole": Run("--trainer.max_epochs 3 --trainer.check_val_every_n_epoch 1 "
                                  "--trainer.enable_progress_bar false", needs=("shared_data",)),
