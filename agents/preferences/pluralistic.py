@@ -149,9 +149,10 @@ def person_logits(scorer: PairScorer, weights: Tensor, batch: dict[str, Tensor])
 
 
 def people_batch(
-    data: list[PreferenceDataset], scorer: PairScorer, first_person: int = 0
+    data: list[PreferenceDataset], scorer: PairScorer | None, first_person: int = 0
 ) -> dict[str, Tensor]:
-    """One prepared batch of every person's pairs; person i of the list is id first_person + i."""
+    """One batch of every person's pairs (prepared for `scorer` unless it is None); person i of the
+    list is id first_person + i."""
     if not data:
         raise UserInputError("no people to batch")
     names = {d.feature_names for d in data}
@@ -162,7 +163,7 @@ def people_batch(
     batch["people"] = torch.cat(
         [torch.full((len(d),), first_person + i, dtype=torch.long) for i, d in enumerate(data)]
     )
-    return scorer.prepare(batch)
+    return batch if scorer is None else scorer.prepare(batch)
 
 
 def fit(

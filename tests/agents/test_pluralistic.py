@@ -22,6 +22,8 @@ from agents.preferences.policy_set import sample_policy_set
 from agents.preferences.population import PopulationConfig, make_population
 from recsys.errors import UserInputError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def mdp():
@@ -130,3 +132,37 @@ def test_bad_arguments_are_user_errors():
         PairScorer("regret")
     with pytest.raises(UserInputError, match="form"):
         fit_restarts(2, PairScorer("partial_return"), {"feature_difference": torch.zeros(1, 6)}, 2, "median")
+
+
+def test_lightning_fit_writes_prototypes_and_checks_the_people_count(tmp_path):
+    from agents.train import main as train_main
+
+    def run(n_people: int, form: str = "regret") -> int:
+        config = tmp_path / "pluralistic.yaml"
+        config.write_text(
+            f"""
+seed_everything: 0
+trainer:
+  max_epochs: 1
+  accelerator: cpu
+  logger: false
+  enable_progress_bar: false
+  enable_model_summary: false
+  default_root_dir: {tmp_path}
+model:
+  class_path: agents.pluralistic_learning.PluralisticLearner
+  init_args: {{n_people: {n_people}, n_types: 2, preference_model: {form}, form: ideal_point}}
+data:
+  class_path: agents.pluralistic_learning.PopulationDataModule
+  init_args: {{n_teachers: 12, n_types: 2, teacher: regret, pairs_per_teacher: 10, val_pairs_per_teacher: 10,
+               n_policies: 10, steps_per_epoch: 5}}
+"""
+        )
+        return train_main(["fit", "-c", str(config)])
+
+    assert run(12) == 0
+    info = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=False)["prefengine"]
+    assert info["model_kind"] == "pluralistic_reward" and len(info["prototype_weights"]) == 2
+    assert np.allclose(np.sum(info["mixtures"], 1), 1) and len(info["mixtures"]) == 12
+    with pytest.raises(UserInputError, match="n_people is 11 but the data has 12"):
+        run(11)
