@@ -83,8 +83,10 @@ class PluralisticReward(nn.Module):
         latent_dim: int | None = None,
         init_scale: float = 1.0,
         generator: torch.Generator | None = None,
+        prototype_l2: float = 0.0,
     ) -> None:
         super().__init__()
+        self.prototype_l2 = float(prototype_l2)
         if form not in FORMS:
             raise UserInputError(f"form must be one of {FORMS}, got {form!r}")
         if n_types < 1 or n_people < 0:
@@ -120,7 +122,12 @@ class PluralisticReward(nn.Module):
         nll = nn.functional.binary_cross_entropy(p, batch["labels"])
         # a Gaussian prior on the weights' logits (MAP): its pull on a person is the same whatever the
         # batch size, so a person with few pairs stays near the uniform mixture of the prototypes
-        return nll + logit_l2 * self.person_logits.pow(2).sum() / len(p) if logit_l2 else nll
+        if logit_l2:
+            nll = nll + logit_l2 * self.person_logits.pow(2).sum() / len(p)
+        if self.prototype_l2 and self.prototypes.requires_grad:
+            # the same L2 as the shared baseline's, per prototype
+            nll = nll + self.prototype_l2 * self.prototype_weights().pow(2).sum() / self.n_types
+        return nll
 
 
 class PerPersonReward(nn.Module):
@@ -137,6 +144,21 @@ class PerPersonReward(nn.Module):
         logits = person_logits(scorer, self.person_weights, batch)
         nll = nn.functional.binary_cross_entropy_with_logits(logits, batch["labels"])
         return nll + l2 * self.person_weights.pow(2).sum(1).mean() if l2 else nll
+
+
+class SharedReward(PerPersonReward):
+    """The one-shared-reward baseline: a single linear reward answers for every person."""
+
+    def __init__(self, n_people: int = 1, n_features: int = 6) -> None:
+        super().__init__(1, n_features)
+
+    def probabilities(self, scorer: PairScorer, batch: dict[str, Tensor]) -> Tensor:
+        return torch.sigmoid(scorer.logits(self.person_weights, batch)[:, 0])
+
+    def loss(self, scorer: PairScorer, batch: dict[str, Tensor], l2: float = 0.0) -> Tensor:
+        logits = scorer.logits(self.person_weights, batch)[:, 0]
+        nll = nn.functional.binary_cross_entropy_with_logits(logits, batch["labels"])
+        return nll + l2 * self.person_weights.pow(2).sum() if l2 else nll
 
 
 def person_logits(scorer: PairScorer, weights: Tensor, batch: dict[str, Tensor]) -> Tensor:
@@ -228,13 +250,16 @@ def fit_restarts(
     lr: float = 0.05,
     logit_l2: float = 0.01,
     latent_dim: int | None = None,
+    prototype_l2: float = 0.0,
 ) -> PluralisticReward:
     """The lowest-training-loss of `restarts` fits from random prototypes (mixtures have local optima)."""
     best: tuple[float, PluralisticReward] | None = None
     n_features = batch["feature_difference"].shape[1]
     for r in range(restarts):
         generator = torch.Generator().manual_seed(seed * 1000 + r)
-        model = PluralisticReward(n_people, n_types, n_features, form, latent_dim, generator=generator)
+        model = PluralisticReward(
+            n_people, n_types, n_features, form, latent_dim, generator=generator, prototype_l2=prototype_l2
+        )
         loss = fit(model, scorer, batch, steps, lr, logit_l2)
         if best is None or loss < best[0]:
             best = (loss, model)
@@ -273,23 +298,38 @@ def fit_selected(
     n_types: int,
     forms: tuple[str, ...] = FORMS,
     logit_l2_grid: tuple[float, ...] = (0.03, 0.3, 3.0),
+    prototype_l2_grid: tuple[float, ...] = (0.01, 0.1, 1.0),
     restarts: int = 2,
     seed: int = 0,
     steps: int = 300,
     lr: float = 0.05,
 ) -> tuple[PluralisticReward, dict]:
-    """Fit every (form, prior strength) and keep the lowest validation cross-entropy.
+    """Choose the hyper-parameters by validation cross-entropy, greedily: first the form and the prior
+    strength on the weights (prototype L2 at its weakest), then the prototype L2 for that choice.
 
-    The prior strength matters most: weak lets each person pick a prototype (right when types
+    The weights' prior matters most: weak lets each person pick a prototype (right when types
     differ), strong keeps everyone near the uniform mixture, so all prototypes see all the data
     (right when there is one type)."""
     best: tuple[float, PluralisticReward, dict] | None = None
+
+    def consider(form: str, logit_l2: float, prototype_l2: float) -> None:
+        nonlocal best
+        model = fit_restarts(
+            n_people, scorer, train, n_types, form, restarts, seed, steps, lr, logit_l2, prototype_l2=prototype_l2
+        )
+        loss = validation_loss(model, scorer, validation)
+        if best is None or loss < best[0]:
+            chosen = {"form": form, "logit_l2": logit_l2, "prototype_l2": prototype_l2, "validation_loss": loss}
+            best = (loss, model, chosen)
+
+    weakest = min(prototype_l2_grid)
     for form in forms:
         for logit_l2 in logit_l2_grid:
-            model = fit_restarts(n_people, scorer, train, n_types, form, restarts, seed, steps, lr, logit_l2)
-            loss = validation_loss(model, scorer, validation)
-            if best is None or loss < best[0]:
-                best = (loss, model, {"form": form, "logit_l2": logit_l2, "validation_loss": loss})
+            consider(form, logit_l2, weakest)
+    form, logit_l2 = best[2]["form"], best[2]["logit_l2"]
+    for prototype_l2 in sorted(prototype_l2_grid):
+        if prototype_l2 != weakest:
+            consider(form, logit_l2, prototype_l2)
     return best[1], best[2]
 
 
@@ -301,11 +341,14 @@ def fit_per_person(
     l2_grid: tuple[float, ...] = (0.01, 0.1, 1.0),
     steps: int = 300,
     lr: float = 0.1,
+    shared: bool = False,
 ) -> tuple[PerPersonReward, dict]:
-    """The per-person baseline with its L2 strength chosen on validation pairs."""
+    """The per-person baseline (or with `shared`, the one-shared-reward baseline) with its L2
+    strength chosen on validation pairs."""
     best: tuple[float, PerPersonReward, dict] | None = None
+    kind = SharedReward if shared else PerPersonReward
     for l2 in l2_grid:
-        model = PerPersonReward(n_people, train["feature_difference"].shape[1])
+        model = kind(n_people, train["feature_difference"].shape[1])
         fit(model, scorer, train, steps, lr, l2)
         loss = validation_loss(model, scorer, validation)
         if best is None or loss < best[0]:
