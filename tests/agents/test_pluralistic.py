@@ -166,3 +166,30 @@ data:
     assert np.allclose(np.sum(info["mixtures"], 1), 1) and len(info["mixtures"]) == 12
     with pytest.raises(UserInputError, match="n_people is 11 but the data has 12"):
         run(11)
+
+
+def test_experiment_cli_at_tiny_scale(tmp_path):
+    import json
+
+    from agents.experiments import main as experiment_main
+    from agents.experiments.docs_tables import render
+
+    out = tmp_path / "pluralistic.json"
+    tiny = ["--seeds", "2", "--ms", "2,5", "--seen", "12", "--unseen", "10", "--val-pairs", "5", "--test-pairs", "10",
+            "--steps", "30", "--restarts", "1", "--workers", "1", "--populations", "pure,control"]
+    assert experiment_main(["pluralistic", *tiny, "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert set(doc["summary"]) == {"pure", "control"} and set(doc["summary"]["pure"]) == {"2", "5"}
+    cell = doc["summary"]["pure"]["5"]
+    assert set(cell["accuracy"]["unseen"]) == {"pluralistic", "shared", "per_person"}
+    test = cell["tests"]["unseen"]["pluralistic_minus_shared"]
+    assert test["mean_difference"] == pytest.approx(
+        np.mean(cell["accuracy"]["unseen"]["pluralistic"]["per_seed"]) - np.mean(cell["accuracy"]["unseen"]["shared"]["per_seed"])
+    )
+    assert {"unseen_gain_over_shared_at_m10", "control_not_worse"} - set(doc["targets"]) == {
+        "unseen_gain_over_shared_at_m10"  # M = 10 was not run
+    }
+    assert "| 5 | unseen |" in render(doc)
+    with pytest.raises(UserInputError, match="unknown population 'flat'"):
+        experiment_main(["pluralistic", "--populations", "flat", "--out", str(out)])
