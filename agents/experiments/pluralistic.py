@@ -1,7 +1,7 @@
 """Pluralistic reward learning on the delivery board: K = 4 prototypes against one shared reward and
 against per-person rewards, for people seen in training and for new people placed from M comparisons.
 
-    python -m agents experiment pluralistic --seeds 5 --teacher partial_return \
+    python -m agents experiment pluralistic --seeds 5 --teacher partial_return --steps 200 --restarts 1 \
         --out docs/results/pluralistic_agents.json
 
 Three populations per seed, each of `--seen` teachers (training) and `--unseen` new teachers of the
@@ -18,7 +18,9 @@ For each M:
 - per-person: each person's own reward from their own M pairs, L2 chosen on validation.
 Accuracy is against the teachers' noise-free preferences on test pairs (true ties left out); type
 recovery is the adjusted Rand index of each person's dominant prototype against their dominant true
-type. Over seeds: mean ± sd and paired t-tests (recsys.evaluation.significance).
+type; beside it, the best possible ARI from the same M labels (each person assigned to the true type
+most likely to have given them, under the teachers' own noise model). Over seeds: mean ± sd and
+paired t-tests (recsys.evaluation.significance).
 
 Targets (issue 19): unseen-person accuracy at M = 10 at least 10 points above the shared reward on the
 K = 4 pure-type population; ARI >= 0.8 there (unseen people at M = 10); on the control, the mixture
@@ -51,7 +53,7 @@ from agents.preferences.pluralistic import (
     place_people,
 )
 from agents.preferences.policy_set import sample_policy_set
-from agents.preferences.population import PopulationConfig, make_population
+from agents.preferences.population import PopulationConfig, make_population, type_log_likelihoods
 from recsys.errors import UserInputError
 
 MODELS = ("pluralistic", "shared", "per_person")
@@ -143,6 +145,11 @@ def run_one(seed: int, population_name: str, settings: Settings) -> dict:
             }
             found = models[group]["pluralistic"].mixtures().argmax(1).detach().numpy()
             out["ari"][group] = adjusted_rand_index(split["types"], found)
+            # the ceiling: each person assigned to the true type most likely to give their M labels
+            population = seen if group == "seen" else unseen
+            own = [d.subset(slice(0, m)) for d, _ in split["labelled"]]
+            best = type_log_likelihoods(population, own).argmax(1)
+            out.setdefault("oracle_ari", {})[group] = adjusted_rand_index(split["types"], best)
         record["by_m"][str(m)] = out
     return record
 
@@ -170,6 +177,8 @@ def summarize(records: list[dict], settings: Settings) -> dict:
                 cell["accuracy"][group] = {k: _mean_sd(v) | {"per_seed": v} for k, v in per_seed.items()}
                 aris = [r["by_m"][m]["ari"][group] for r in rows]
                 cell["ari"][group] = _mean_sd(aris) | {"per_seed": aris}
+                oracle = [r["by_m"][m]["oracle_ari"][group] for r in rows]
+                cell.setdefault("oracle_ari", {})[group] = _mean_sd(oracle) | {"per_seed": oracle}
                 if len(rows) >= 2:
                     cell["tests"][group] = {
                         f"pluralistic_minus_{other}": paired_comparison(
@@ -235,8 +244,8 @@ def render_docs(doc: dict) -> str:
         lines += [
             f"*{names.get(population, population)}*",
             "",
-            "| M | people | pluralistic | shared | per-person | pluralistic - shared | p | type ARI |",
-            "|---|---|---|---|---|---|---|---|",
+            "| M | people | pluralistic | shared | per-person | pluralistic - shared | p | type ARI | best possible ARI |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for m, cell in block.items():
             for group in ("seen", "unseen"):
@@ -245,10 +254,15 @@ def render_docs(doc: dict) -> str:
                 p = "" if test is None else f"{test['p_value']:.2g}"
                 gain = acc["pluralistic"]["mean"] - acc["shared"]["mean"]
                 ari = cell["ari"][group]
-                ari_text = "–" if population == "control" else f"{ari['mean']:.3f} ± {ari['sd']:.3f}"
+                oracle = cell["oracle_ari"][group]
+                ari_text, oracle_text = (
+                    ("–", "–")
+                    if population == "control"
+                    else (f"{ari['mean']:.3f} ± {ari['sd']:.3f}", f"{oracle['mean']:.3f} ± {oracle['sd']:.3f}")
+                )
                 lines.append(
                     f"| {m} | {group} | {_pct(acc['pluralistic'])} | {_pct(acc['shared'])} | "
-                    f"{_pct(acc['per_person'])} | {100 * gain:+.1f} | {p} | {ari_text} |"
+                    f"{_pct(acc['per_person'])} | {100 * gain:+.1f} | {p} | {ari_text} | {oracle_text} |"
                 )
         lines.append("")
     lines += ["| target | measured | target | met |", "|---|---|---|---|"]
@@ -348,7 +362,7 @@ def main(argv: list[str]) -> int:
         n_policies=args.n_policies, populations=populations, workers=args.workers,
     )
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    start = time.time()
+    start, commit = time.time(), _commit()
     records = run(settings)
     summary = summarize(records, settings)
     doc = {
@@ -358,7 +372,7 @@ def main(argv: list[str]) -> int:
         "summary": summary,
         "targets": targets(summary),
         "per_seed": records,
-        "commit": _commit(),
+        "commit": commit,
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "wall_seconds": round(time.time() - start, 1),
     }

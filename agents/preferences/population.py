@@ -110,6 +110,28 @@ class Population:
         return out
 
 
+def type_log_likelihoods(population: Population, data: list[PreferenceDataset]) -> np.ndarray:
+    """(N, K): the log-likelihood of each teacher's labels under each pure type, with the teachers' own
+    noise model. Its argmax is the Bayes-optimal type assignment under a uniform prior: the type
+    recovery that M comparisons allow at best."""
+    teacher = Teacher(statistic=population.config.statistic)
+    solutions = (
+        solve(population.mdp, population.mdp.rewards(population.type_weights))
+        if population.config.statistic == "regret"
+        else None
+    )
+    out = np.zeros((len(data), population.config.n_types))
+    for k, w in enumerate(population.type_weights):
+        typed = replace(population.mdp, reward_weights=w, _cache={})
+        solution = None if solutions is None else Solution(solutions.values[k], solutions.q_values[k], solutions.policy[k])
+        for n, d in enumerate(data):
+            scores = teacher.scores(typed, d.pairs, solution)
+            logit = (scores[:, 0] - scores[:, 1]) / population.config.temperature
+            # log sigmoid(+-logit), stable
+            out[n, k] = -(d.labels * np.logaddexp(0, -logit) + (1 - d.labels) * np.logaddexp(0, logit)).sum()
+    return out
+
+
 def type_vectors(n_types: int, n_features: int, scale: float, rng: np.random.Generator) -> np.ndarray:
     """K random directions of norm `scale` (Gaussian, normalised)."""
     w = rng.normal(size=(n_types, n_features))

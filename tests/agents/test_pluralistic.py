@@ -183,6 +183,7 @@ def test_experiment_cli_at_tiny_scale(tmp_path):
     assert set(doc["summary"]) == {"pure", "control"} and set(doc["summary"]["pure"]) == {"2", "5"}
     cell = doc["summary"]["pure"]["5"]
     assert set(cell["accuracy"]["unseen"]) == {"pluralistic", "shared", "per_person"}
+    assert -1 <= cell["oracle_ari"]["seen"]["mean"] <= 1
     test = cell["tests"]["unseen"]["pluralistic_minus_shared"]
     assert test["mean_difference"] == pytest.approx(
         np.mean(cell["accuracy"]["unseen"]["pluralistic"]["per_seed"]) - np.mean(cell["accuracy"]["unseen"]["shared"]["per_seed"])
