@@ -1,6 +1,6 @@
 """Generative retrieval in the server: semantic-ID beam search over a bundle's ONNX graphs, without torch.
 
-A bundle written by `recsys.models.generative_export` carries, beside the embedding bundle, a
+A bundle written by `recsys.export.generative` carries, beside the embedding bundle, a
 "generative" manifest section, the encoder and decoder-step graphs, the items' semantic IDs, each
 user's recent training history and, for Mender, a text encoder with its tokenizer. `GenerativeRanker`
 answers one query: history (item indices, most recent last) and preference sentences -> the top-k

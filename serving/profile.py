@@ -1,6 +1,6 @@
 """Cold-start scoring from a personality profile: a bundle's ranker graph, run for a user the model never saw.
 
-A personality bundle (written by `recsys.export_personality`) lists under manifest graphs.ranker
+A personality bundle (written by `recsys.export.personality`) lists under manifest graphs.ranker
 the graph `ranker.onnx` and its features file `profile_features.json`. The graph takes
 
     user_index int64[batch], user_known float32[batch]  (0 here: no user id takes part)

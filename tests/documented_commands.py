@@ -115,7 +115,7 @@ COMMANDS: dict[str, Run] = {
         COMPARE_HIDDEN_TINY, makes="hidden_compare"),
     "python -m recsys compare -c configs/recsys/tune_nbpo_authors.yaml --out artifacts/tune/nbpo_authors": Run(
         TUNE_HIDDEN_TINY),
-    "python -m recsys.nbpo_findings distill hidden_likes --metrics artifacts/compare/hidden/metrics.json": Run(
+    "python -m recsys.experiments.nbpo_findings distill hidden_likes --metrics artifacts/compare/hidden/metrics.json": Run(
         "--out artifacts/nbpo_hidden_likes.json", needs=("hidden_compare",)),
     # the public sequence data: SASRec and TIGER at the paper's size, shrunk
     "python -m recsys fit -c configs/recsys/sasrec.yaml --data.path ../shared/data/amazon-toys": Run(
@@ -132,14 +132,14 @@ COMMANDS: dict[str, Run] = {
     "python -m bench findings regret_vs_return": Run("--quick --out artifacts/findings-quick"),
     "python -m bench findings --quick --out artifacts/findings-quick": Run(
         sub=(("--quick", "regret_vs_return --quick"),)),
-    "python -m recsys.nbpo_findings render": Run(
+    "python -m recsys.experiments.nbpo_findings render": Run(
         f"--docs docs_copy.md --results {REPO / 'docs' / 'results'}", needs=("docs_copy",)),
     "python -m recsys compare -c configs/recsys/tune_hidden_ml100k.yaml --out artifacts/tune/hidden_ml100k": Run(
         "--trainer '{max_epochs: 2, check_val_every_n_epoch: 1}'", needs=("shared_data",)),
     "python -m recsys compare -c configs/recsys/compare_hidden_ml100k.yaml --out artifacts/compare/hidden_ml100k":
         Run("--trainer '{max_epochs: 2, check_val_every_n_epoch: 1}' --seeds '[0]' --sweep '{hide_positives: [0.2]}'",
             makes="hidden_ml100k_compare"),
-    "python -m recsys.nbpo_findings distill ml100k_hidden --metrics artifacts/compare/hidden_ml100k/metrics.json":
+    "python -m recsys.experiments.nbpo_findings distill ml100k_hidden --metrics artifacts/compare/hidden_ml100k/metrics.json":
         Run("--out artifacts/nbpo_ml100k_hidden.json", needs=("hidden_ml100k_compare",)),
     "python -m recsys fit -c configs/recsys/bpr_movielens.yaml --data.path artifacts/ml1m-world/ratings.dat": Run(
         "--trainer.max_epochs 1 --trainer.enable_progress_bar false", needs=("ml1m_world",)),
@@ -200,7 +200,7 @@ COMMANDS: dict[str, Run] = {
     # personality
     "python -m recsys compare -c configs/recsys/compare_personality.yaml --out artifacts/compare/personality":
         Run(COMPARE_PERSONALITY_TINY),
-    "python -m recsys.compare_personality -c configs/recsys/compare_personality.yaml "
+    "python -m recsys.experiments.compare_personality -c configs/recsys/compare_personality.yaml "
     "--out artifacts/compare/personality": Run(COMPARE_PERSONALITY_TINY),
     "python -m recsys compare -c configs/recsys/compare_traits_sweep.yaml --out artifacts/compare/traits_sweep":
         Run(TRAITS_SWEEP_TINY),

@@ -8,10 +8,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from recsys.export.generative import OnnxGenerativeRetriever, export_generative
 from recsys.models.beam_search import PrefixTrie
 from recsys.models.beam_search import beam_search as recsys_beam_search
 from recsys.models.generative import GenerativeRetriever
-from recsys.models.generative_export import OnnxGenerativeRetriever, export_generative
 from recsys.models.semantic_ids import SemanticIds
 from serving.bundle import load_bundle_data
 from serving.generative import GenerativeRanker, Trie, beam_search

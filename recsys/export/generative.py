@@ -2,7 +2,7 @@
 
     python -m recsys export --ckpt DIR/mender/best.ckpt --out artifacts/bundles/mender   (dispatches here by model kind)
 
-The bundle is the embedding bundle of `recsys.export.write_bundle` (so every server reads it and
+The bundle is the embedding bundle of `recsys.export.embeddings.write_bundle` (so every server reads it and
 can answer without preferences: item vectors = the sum of an item's semantic-ID token
 embeddings, user vectors = the mean over the user's training items) plus:
 
@@ -43,7 +43,14 @@ import torch
 from torch import nn
 
 from recsys.errors import UserInputError
-from recsys.export import ExportVerificationError, IndexSpec, export_onnx, save_npy, sha256_file, write_bundle
+from recsys.export.embeddings import (
+    ExportVerificationError,
+    IndexSpec,
+    export_onnx,
+    save_npy,
+    sha256_file,
+    write_bundle,
+)
 from recsys.models.beam_search import PrefixTrie, beam_search
 from recsys.models.generative import BOS, PAD, GenerativeRetriever
 
