@@ -2,7 +2,7 @@
 
     python -m recsys discern -c configs/recsys/mender_dpo.yaml --out artifacts/discern/dpo
 
-- `mender`: as in Paischer et al. (2024) (`recsys.discern.train_variant`);
+- `mender`: as in Paischer et al. (2024) (`recsys.experiments.discern.train_variant`);
 - `mender-polarity`: each preference token gets a learned like / dislike embedding (polarity from
   the extractor's phrasing, `recsys.preferences.extraction.is_negative`), and supervised training
   adds queries that pair a dislike with its item (`recsys.preferences.pairs.negative_training_queries`);
@@ -12,7 +12,7 @@
 - `mender-both`: the same fine-tuning from the `mender-polarity` checkpoint.
 
 Each variant's checkpoint is DIR/<variant>/best.ckpt (a `GenerativeRetriever` checkpoint, so
-`python -m recsys export` turns any of them into a serving bundle). `recsys.discern.run` scores all
+`python -m recsys export` turns any of them into a serving bundle). `recsys.experiments.discern.run` scores all
 of them on the five axes and tests each against Mender, paired over the same queries.
 """
 
@@ -40,9 +40,9 @@ STARTS = {"mender-sdpo": "mender", "mender-both": "mender-polarity"}  # the chec
 
 @dataclass
 class Inputs:
-    """What every variant trains and is scored on (built once by `recsys.discern.run`)."""
+    """What every variant trains and is scored on (built once by `recsys.experiments.discern.run`)."""
 
-    data: object  # recsys.discern.DiscernData
+    data: object  # recsys.experiments.discern.DiscernData
     split: SequenceSplit
     ids: object  # recsys.models.semantic_ids.SemanticIds
     item_embeddings: np.ndarray | None
@@ -70,7 +70,7 @@ def train(variant: str, inputs: Inputs, config, out: Path, trained: dict[str, Ge
 
 
 def _supervised(variant: str, inputs: Inputs, config, out: Path) -> GenerativeRetriever:
-    from recsys.discern import train_variant
+    from recsys.experiments.discern import train_variant
 
     polarity = variant == "mender-polarity"
     if polarity:
@@ -109,7 +109,7 @@ def preference_optimize(variant: str, start: GenerativeRetriever, start_path: Pa
                         out: Path) -> GenerativeRetriever:
     """Fine-tune `start` with DPO / S-DPO (config.dpo) on pairs from the training part; early stopping on the
     validation pairs' loss; the best epoch's policy is saved as out/<variant>/best.ckpt."""
-    from recsys.discern import _checkpoint_matches, evaluation_device
+    from recsys.experiments.discern import _checkpoint_matches, evaluation_device
     from recsys.models.preference_optimization import PreferenceOptimization
     from recsys.models.semantic_ids import deterministic_setting
     from recsys.preferences.pairs import PairDataset, build_pairs

@@ -25,7 +25,7 @@ class AvoidBundle:
 def build_avoid_bundle(mender: MenderBundle, root: Path) -> AvoidBundle:
     """The session's Mender with a (zero-initialised) polarity embedding, fine-tuned by S-DPO to reject an item
     under "Avoid <its title>" and choose it under "Find <its title>"."""
-    from recsys.export import export_checkpoint
+    from recsys.export.cli import export_checkpoint
     from recsys.models.generative import GenerativeRetriever
     from recsys.models.preference_optimization import PreferenceOptimization
 
