@@ -583,7 +583,8 @@ def run(config: DiscernConfig, out: Path) -> dict:
 
     from recsys.experiments.discern_variants import Inputs, train
 
-    inputs = Inputs(data, split, ids, item_embeddings, preferences, table, timeline, review_negative)
+    inputs = Inputs(data, split, ids, item_embeddings, preferences, table, timeline, review_negative, train_variant,
+                    evaluation_device(config.train.accelerator))
     metrics, hits, trained = {}, {}, {}
     for variant in variants:
         model = train(variant, inputs, config, out, trained)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,6 +51,10 @@ class Inputs:
     table: object | None  # recsys.preferences.axes.SentenceTable
     timeline: object | None  # recsys.preferences.extraction.PreferenceTimeline
     review_negative: set[tuple[int, int]]
+    # `recsys.experiments.discern.train_variant` and the evaluation device, handed in so this module does not
+    # import the benchmark that imports it
+    train_supervised: Callable[..., GenerativeRetriever]
+    device: torch.device
 
 
 def train(variant: str, inputs: Inputs, config, out: Path, trained: dict[str, GenerativeRetriever] | None = None,
@@ -70,8 +75,6 @@ def train(variant: str, inputs: Inputs, config, out: Path, trained: dict[str, Ge
 
 
 def _supervised(variant: str, inputs: Inputs, config, out: Path) -> GenerativeRetriever:
-    from recsys.experiments.discern import train_variant
-
     polarity = variant == "mender-polarity"
     if polarity:
         config = replace(config, model=replace(config.model, preference_polarity=True),
@@ -81,7 +84,7 @@ def _supervised(variant: str, inputs: Inputs, config, out: Path) -> GenerativeRe
     split, preferences = inputs.split, inputs.preferences
     if variant != "tiger" and config.preferences.negative_queries and inputs.timeline is not None:
         split, preferences = with_negative_queries(inputs)
-    return train_variant("tiger" if variant == "tiger" else "mender", inputs.data, split, inputs.ids,
+    return inputs.train_supervised("tiger" if variant == "tiger" else "mender", inputs.data, split, inputs.ids,
                          inputs.item_embeddings, preferences, inputs.table, config, out, name=variant)
 
 
@@ -109,7 +112,6 @@ def preference_optimize(variant: str, start: GenerativeRetriever, start_path: Pa
                         out: Path) -> GenerativeRetriever:
     """Fine-tune `start` with DPO / S-DPO (config.dpo) on pairs from the training part; early stopping on the
     validation pairs' loss; the best epoch's policy is saved as out/<variant>/best.ckpt."""
-    from recsys.experiments.discern import _checkpoint_matches, evaluation_device
     from recsys.models.preference_optimization import PreferenceOptimization
     from recsys.models.semantic_ids import deterministic_setting
     from recsys.preferences.pairs import PairDataset, build_pairs
@@ -122,12 +124,14 @@ def preference_optimize(variant: str, start: GenerativeRetriever, start_path: Pa
     settings = {key: getattr(options, key) for key in ("objective", "beta", "n_negatives", "lr", "sft_weight",
                                                        "max_epochs", "batch_size", "kinds")}
     settings["start_sha"] = _sha(start_path)
-    if config.train.reuse_checkpoints and best.is_file() and _checkpoint_matches(best, {}, inputs.ids.codes):
-        stored = torch.load(best, map_location="cpu", weights_only=False).get("prefengine", {})
-        if stored.get("preference_optimization_settings") == settings:
-            log.info("%s: reusing %s (same start and settings)", variant, best)
+    if config.train.reuse_checkpoints and best.is_file():
+        stored = torch.load(best, map_location="cpu", weights_only=False)
+        codes = stored.get("state_dict", {}).get("item_codes")
+        if stored.get("prefengine", {}).get("preference_optimization_settings") == settings and codes is not None \
+                and np.array_equal(codes[:-1].numpy(), inputs.ids.codes):
+            log.info("%s: reusing %s (same start, settings and semantic IDs)", variant, best)
             model = GenerativeRetriever.load_from_checkpoint(best, map_location="cpu", weights_only=False)
-            return model.to(evaluation_device(config.train.accelerator))
+            return model.to(inputs.device)
 
     pl.seed_everything(config.seed, workers=True, verbose=False)
     polarity = start.reads_polarity
@@ -169,7 +173,7 @@ def preference_optimize(variant: str, start: GenerativeRetriever, start_path: Pa
              history["seconds"], before.get("valid/loss", float("nan")), history["best_valid_loss"],
              before.get("valid/ranking_accuracy", float("nan")), after.get("valid/ranking_accuracy", float("nan")))
     model = GenerativeRetriever.load_from_checkpoint(best, map_location="cpu", weights_only=False)
-    return model.to(evaluation_device(config.train.accelerator))
+    return model.to(inputs.device)
 
 
 def _sha(path: Path) -> str:
