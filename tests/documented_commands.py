@@ -230,8 +230,8 @@ COMMANDS: dict[str, Run] = {
     # rewards from preferences
     "python -m agents fit -c configs/agents/reward_regret.yaml": Run(REWARD_TINY),
     "python -m agents fit -c configs/agents/reward_partial_return.yaml": Run(REWARD_TINY),
-    "python -m agents experiment regret-vs-return --mdps 30 --prefs 300,1000,3000,10000 --seed 0 "
-    "--out artifacts/experiments/regret-vs-return": Run(REGRET_TINY),
+    "python -m agents experiment regret-vs-return --mdps 30 --prefs 300,1000,3000,10000 --seeds 0,1,2 "
+    "--out artifacts/experiments/regret-vs-return": Run(REGRET_TINY + " --seeds 0,1"),
     # agents
     "python -m agents fit -c configs/agents/ppo.yaml": Run(PPO_TINY, makes="ppo_base"),
     "python -m agents fit -c configs/agents/rlhg.yaml": Run(RLHG_TINY, needs=("ppo_base",)),
