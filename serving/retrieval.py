@@ -45,7 +45,8 @@ import faiss
 import numpy as np
 import onnxruntime as ort
 
-from serving.bundle import BundleData, BundleError, load_bundle_data
+from bundleformat.manifest import BundleError
+from serving.bundle import BundleData, load_bundle_data
 from serving.generative import GenerativeRanker
 from serving.halfscan import CertifiedBatchScan, CertifiedHalfScan, best_exact, certified_top_k
 from serving.profile import Profile, ProfileError, ProfileRanker

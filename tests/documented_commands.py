@@ -54,6 +54,10 @@ RLHG_EXPERIMENT_TINY = ("--base-timesteps 64 --finetune-timesteps 32 --human-val
                         "--ppo '{\"num_envs\": 2, \"num_steps\": 16, \"num_minibatches\": 2}' --workers 1 --seeds 1")
 REGRET_TINY = "--mdps 1 --prefs 100 --steps 100 --workers 1"
 REWARD_TINY = "--trainer.max_epochs 2"
+PLURALISTIC_TINY = ("--seeds 2 --ms 2,10 --seen 12 --unseen 10 --val-pairs 5 --test-pairs 10 --steps 30 --restarts 1 "
+                    "--workers 1 --n-policies 10")
+PLURALISTIC_FIT_TINY = ("--trainer.max_epochs 1 --data.init_args.steps_per_epoch 5 --data.init_args.n_teachers 12 "
+                        "--model.init_args.n_people 12")
 SIMULATE_TINY = "--episodes 4"
 COMPARE_NOISY_TINY = ("--seeds [0] --data.world_preset toy --data.world_users 200 --sweep '{false_positive_rate: [0.2]}' "
                       "--trainer.max_epochs 2 --trainer.check_val_every_n_epoch 1 "
@@ -259,6 +263,13 @@ COMMANDS: dict[str, Run] = {
     "--out artifacts/experiments/human-likelihood": Run(HUMAN_TINY, needs=("shared_data",)),
     "python -m agents experiment regret-vs-return --mdps 100 --no-delivery --prefs 300,1000,3000,10000 --seed 0 "
     "--out artifacts/experiments/regret-vs-return-100": Run("--mdps 2 --prefs 30,100 --steps 50 --workers 1"),
+    # pluralistic reward learning
+    "python -m agents experiment pluralistic --seeds 5 --teacher partial_return --steps 200 --restarts 1 "
+    "--out docs/results/pluralistic_agents.json": Run(PLURALISTIC_TINY),
+    "python -m agents experiment pluralistic --seeds 3 --teacher regret --seen 50 --unseen 50 --steps 150 "
+    "--restarts 1 --n-policies 50 --populations pure,control --workers 1 "
+    "--out docs/results/pluralistic_agents_regret.json": Run(PLURALISTIC_TINY),
+    "python -m agents fit -c configs/agents/pluralistic.yaml": Run(PLURALISTIC_FIT_TINY),
     "python -m agents simulate --env prefengine/RecSim-v0 --policy "
     "artifacts/rlhg_recsim/checkpoints/rlhg_alpha1_seed0.ckpt --episodes 200 --seed 0 --out artifacts/sim/recsim_rlhg":
         Run(SIMULATE_TINY, needs=("rlhg_recsim",)),

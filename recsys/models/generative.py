@@ -14,7 +14,7 @@ Two variants share the decoder and differ in what the encoder reads:
 Both encoders start with one learned context token, so a query with neither history nor
 preferences still has something to attend to. The decoder reads BOS and the codes so far and
 predicts the next level's code; the loss is the cross-entropy of each level's code over that
-level's vocabulary. Generation is `recsys.models.beam_search.beam_search` constrained by the
+level's vocabulary. Generation is `bundleformat.beam_search.beam_search` constrained by the
 trie of valid IDs, optionally excluding items (the history). Token ids: 0 = padding, 1 = BOS,
 then level l's codes at `offsets[l]`.
 """
@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bundleformat.beam_search import PrefixTrie, beam_search
 from recsys.errors import UserInputError
-from recsys.models.beam_search import PrefixTrie, beam_search
 
 log = logging.getLogger(__name__)
 
