@@ -110,6 +110,7 @@ COMMANDS: dict[str, Run] = {
     "python -m recsys fit -c configs/recsys/bpr_movielens.yaml --data.path ../shared/data/ml-100k/ml-100k.inter "
     "--data.format recbole": Run("--trainer.max_epochs 3 --trainer.check_val_every_n_epoch 1 "
                                  "--trainer.enable_progress_bar false", needs=("shared_data",)),
+    "python -m bench.bpr_timing": Run("--quick --data ../shared/data/ml-100k/ml-100k.inter", needs=("shared_data",)),
     "OMP_NUM_THREADS=1 python -m recsys fit -c configs/recsys/bpr_movielens_autograd.yaml --data.path "
     "../shared/data/ml-100k/ml-100k.inter --data.format recbole": Run(
         "--trainer.max_epochs 2 --trainer.check_val_every_n_epoch 1 --trainer.enable_progress_bar false",
