@@ -232,6 +232,10 @@ COMMANDS: dict[str, Run] = {
         Run(makes="mender_bundle", needs=("mender_run",)),
     "python -m serving --bundle artifacts/bundles/mender_world --port 8733": Run(
         makes="mender_service", needs=("mender_bundle",)),
+    "python -m recsys discern -c configs/recsys/mender_dpo.yaml --out artifacts/discern/dpo": Run(
+        f"{DISCERN_TINY} --dpo.max_epochs 1", makes="mender_dpo_run"),
+    "python -m recsys export --ckpt artifacts/discern/dpo/mender-both/best.ckpt --out artifacts/bundles/mender_both":
+        Run(needs=("mender_dpo_run",)),
     # rewards from preferences
     "python -m agents fit -c configs/agents/reward_regret.yaml": Run(REWARD_TINY),
     "python -m agents fit -c configs/agents/reward_partial_return.yaml": Run(REWARD_TINY),
