@@ -596,6 +596,11 @@ def export_checkpoint(ckpt_path: Path | str, out_dir: Path | str, index_spec: In
 
         return export_personality(ckpt_path, out_dir, model_name, bundle_version, verify_sample or 256,
                                   tolerance or TOLERANCE, overwrite, seed, index_spec=index_spec)
+    if kind == "pluralistic":
+        from recsys.export_pluralistic import export_pluralistic
+
+        return export_pluralistic(ckpt_path, out_dir, model_name, bundle_version, verify_sample or 256,
+                                  tolerance or TOLERANCE, overwrite, seed, index_spec=index_spec)
     if kind.startswith("generative-"):
         from recsys.models.generative_export import GENERATIVE_TOLERANCE, export_generative
 

@@ -140,6 +140,23 @@ class PluralisticRecommender(RecommenderModule):
         self.eval()
         return losses
 
+    # export: the item bias folded in as one more coordinate, so a score is one inner product ----------
+    @torch.no_grad()
+    def user_embeddings(self) -> torch.Tensor:
+        """(n_users, d + 1): [user vector, 1]."""
+        vectors = self.user_vectors().detach()
+        return torch.cat([vectors, torch.ones(len(vectors), 1, dtype=vectors.dtype)], dim=1)
+
+    @torch.no_grad()
+    def item_embeddings(self) -> torch.Tensor:
+        """(n_items, d + 1): [item vector, bias]."""
+        return torch.cat([self.item_factors.detach(), self.item_bias.detach()[:, None]], dim=1)
+
+    @torch.no_grad()
+    def prototype_embeddings(self) -> torch.Tensor:
+        """(K, d + 1): [prototype, 1], so softmax(z) @ these is a user's [vector, 1]."""
+        return torch.cat([self.prototypes.detach(), torch.ones(len(self.prototypes), 1)], dim=1)
+
     # few-shot placement of new users ------------------------------------------------------------
     def prior_logits(self) -> torch.Tensor:
         """z0: the mean logits (or free vector) of the training users, where a new user starts."""
@@ -147,26 +164,30 @@ class PluralisticRecommender(RecommenderModule):
 
     @torch.no_grad()
     def item_prototype_scores(self) -> torch.Tensor:
-        """(n_items, K): <p_k, v_i>, all that placement needs from the model."""
-        return self.item_factors.detach() @ self.prototypes.detach().T
+        """(n_items, K): <p_k, v_i> + b_i, all that placing a mixture user needs from the model."""
+        return self.item_embeddings().double() @ self.prototype_embeddings().double().T
 
     def place_users(self, preferred: np.ndarray, over: np.ndarray, prior: float | None = None,
                     mask: np.ndarray | None = None) -> torch.Tensor:
-        """Fit the logits of new users from comparisons, the model frozen: (U, K) logits (float64).
+        """Fit the logits (or free vectors) of new users from comparisons, the model frozen: (U, K) float64.
 
         preferred, over: (U, M) item ids, row u the comparisons of new user u (`mask` (U, M) marks
         the real ones when users answered different numbers).
         """
         prior = float(self.hparams.placement_prior if prior is None else prior)
-        preferred, over = np.atleast_2d(preferred), np.atleast_2d(over)
+        preferred, over = torch.as_tensor(np.atleast_2d(preferred)), torch.as_tensor(np.atleast_2d(over))
+        offset = None
         if self.users_kind == "mixture":
-            features = self.item_prototype_scores().double()
+            features = self.item_prototype_scores()
         else:
             features = self.item_factors.detach().double()
-        diff = features[torch.as_tensor(preferred)] - features[torch.as_tensor(over)]  # (U, M, K)
+            bias = self.item_bias.detach().double()
+            offset = bias[preferred] - bias[over]
+        diff = features[preferred] - features[over]  # (U, M, K)
         weight = torch.ones(diff.shape[:2], dtype=torch.float64) if mask is None else torch.as_tensor(
             np.asarray(mask, dtype=np.float64))
-        return place(diff, weight, self.prior_logits().double(), prior, mixture=self.users_kind == "mixture")
+        return place(diff, weight, self.prior_logits().double(), prior, mixture=self.users_kind == "mixture",
+                     offset=offset)
 
     def score_placed(self, logits: torch.Tensor) -> torch.Tensor:
         """(U, n_items) scores of placed users (float64)."""
@@ -176,10 +197,10 @@ class PluralisticRecommender(RecommenderModule):
 
 
 def place(diff: torch.Tensor, weight: torch.Tensor, z0: torch.Tensor, prior: float, mixture: bool = True,
-          iterations: int = 200) -> torch.Tensor:
+          offset: torch.Tensor | None = None, iterations: int = 200) -> torch.Tensor:
     """argmin_z sum_m weight_m softplus(-margin_m) + (prior/2)|z - z0|^2 for every user at once (L-BFGS).
 
-    margin_m = softmax(z) . diff_m (mixture) or z . diff_m (free); the users are independent, so
+    margin_m = softmax(z) . diff_m (mixture) or z . diff_m + offset_m (free); the users are independent, so
     one L-BFGS over all of them solves each one's problem.
     """
     z = z0.expand(diff.shape[0], -1).clone().requires_grad_(True)
@@ -190,6 +211,8 @@ def place(diff: torch.Tensor, weight: torch.Tensor, z0: torch.Tensor, prior: flo
         optimizer.zero_grad()
         vectors = torch.softmax(z, -1) if mixture else z
         margin = torch.einsum("uk,umk->um", vectors, diff)
+        if offset is not None:
+            margin = margin + offset
         loss = (weight * nn.functional.softplus(-margin)).sum() + 0.5 * prior * (z - z0).square().sum()
         loss.backward()
         return loss
