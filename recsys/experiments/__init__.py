@@ -1,0 +1,1 @@
+"""Comparisons and experiments: each one its own module, run through `python -m recsys compare`."""
