@@ -7,7 +7,7 @@ answers M comparisons "preferred over other"; their mixture logits z solve
     min_z  sum_m softplus(-w(z) . d_m) + (prior / 2) |z - z0|^2,   w = softmax(z),
 
 with d_m = P (v_preferred - v_other) the comparison's difference in prototype scores and z0 the
-mean logits of the training users. The query vector is then w(z) @ P. This is the objective of
+logits of the training users' mean mixture. The query vector is then w(z) @ P. This is the objective of
 `recsys.models.pluralistic.place` (torch, L-BFGS); here it is solved by Newton's method with a
 line search, and the two agree to 1e-5 (a test checks it). The manifest's "pluralistic" section:
 {"prototypes": file name, "prior_logits": [K floats], "placement_prior": float,

@@ -8,8 +8,8 @@ item-embedding space; user u holds mixture logits z_u and scores item i with
 Training is BPR-style: the loss -log sigmoid(s(u, preferred) - s(u, over)) on pairs, which are
 either stated comparisons or, from implicit feedback, an observed item over a sampled one. A new
 user is placed from M comparisons with everything but their logits frozen (`place_users`): the
-logits minimise the same pair loss plus (prior/2) |z - z0|^2, z0 the mean logits of the training
-users, so few comparisons keep a new user near the population and more move them to their type.
+logits minimise the same pair loss plus (prior/2) |z - z0|^2, z0 the logits of the training users'
+mean mixture, so few comparisons keep a new user near the population and more move them to their type.
 The numpy twin the bundle serves with is `bundleformat.pluralistic`; the two agree to 1e-5.
 
 `users: free` swaps the mixture for a free d-vector per user (per-user matrix factorisation), the
@@ -159,8 +159,14 @@ class PluralisticRecommender(RecommenderModule):
 
     # few-shot placement of new users ------------------------------------------------------------
     def prior_logits(self) -> torch.Tensor:
-        """z0: the mean logits (or free vector) of the training users, where a new user starts."""
-        return self.user_logits.detach().mean(dim=0)
+        """z0, where a new user starts: the logits of the training users' mean mixture (free: their mean vector).
+
+        log(mean softmax weights), not the mean of the logits: its mixture of prototypes is exactly the
+        training users' mean user vector, the population's preference a shared model would learn.
+        """
+        if self.users_kind == "free":
+            return self.user_logits.detach().mean(dim=0)
+        return torch.log(self.mixture_weights().detach().mean(dim=0))
 
     @torch.no_grad()
     def item_prototype_scores(self) -> torch.Tensor:
