@@ -21,7 +21,7 @@ from bench.findings import core, render
 
 # In the order docs/results.md presents them.
 NAMES = ("noisy_labels", "bpr_movielens", "personality", "discerning", "regret_vs_return", "rlhg_collab",
-         "rlhg_recsim")
+         "rlhg_recsim", "pluralistic_recsys")
 
 
 def shown(path: Path) -> str:

@@ -95,7 +95,7 @@ def test_p99_latency_of_comparison_queries_under_load(pluralistic, start_server)
     ids = list(datamodule.split.train.vocab.items)
     rng = np.random.default_rng(4)
     bodies = []
-    for _ in range(400):
+    for _ in range(200):
         pairs = rng.choice(len(ids), (10, 2), replace=False) if len(ids) >= 20 else None
         bodies.append({"comparisons": [{"preferred": ids[a], "over": ids[b]} for a, b in pairs], "k": 10})
 
