@@ -9,7 +9,7 @@ from recsys.cli import dispatch
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("agents.train", "train a reward model or an agent from a YAML config (LightningCLI)"),
-    "experiment": ("agents.experiments", "run a paper experiment: regret-vs-return, human-likelihood, rlhg"),
+    "experiment": ("agents.experiments", "run a paper experiment: regret-vs-return, human-likelihood, rlhg, pluralistic"),
     "simulate": ("agents.simulate", "run episodes of a trained policy (checkpoint or bundle) in an env"),
 }
 

@@ -88,7 +88,7 @@ def load_policy(path: str, env_id: str | None, env_kwargs: dict, deterministic: 
     if not source.exists():
         raise UserInputError(f"--policy {path}: no such checkpoint file or bundle directory")
     if source.is_dir() or checkpoint_kind(source) not in AGENT_CLASSES:
-        from agents.envs.recsim import recommender_policy
+        from agents.recommenders import recommender_policy
 
         if env_id is None:
             raise UserInputError(f"--policy {path}: a recommender needs --env (the recommendation simulator)")

@@ -1,6 +1,6 @@
 """Retrieval from a 1,000,000-item catalog: faiss flat vs HNSW vs IVF-Flat vs IVF-PQ.
 
-Every index is built by `recsys.export.build_index(vectors, IndexSpec(...))`, the function the
+Every index is built by `recsys.export.embeddings.build_index(vectors, IndexSpec(...))`, the function the
 serving bundle's export uses, so the numbers describe what `python -m recsys export --index ...`
 writes. Reference: the exact flat index (`IndexFlatIP`) in the same run; ratios are to it.
 
@@ -105,7 +105,7 @@ def run(items: np.ndarray, queries: np.ndarray, exact: np.ndarray, specs: dict, 
         threads: int) -> dict:
     import faiss
 
-    from recsys.export import build_index
+    from recsys.export.embeddings import build_index
 
     results = {}
     for name, spec in specs.items():
@@ -176,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from recsys.export import IndexSpec
+    from recsys.export.embeddings import IndexSpec
 
     args = _parser().parse_args(argv or [])
     threads = os.cpu_count() or 1

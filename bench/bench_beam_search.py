@@ -60,7 +60,9 @@ def measure(data: Path = DEFAULT_DATA, device: str = "cpu", users: int | None = 
     n_items, history, seen = test_queries(data)
     n = len(history) if users is None else min(users, len(history))
     model = paper_model(n_items, device)
-    batch_size = batch_size or (4096 if device.startswith("cuda") else 512)
+    from recsys.models import generative
+
+    batch_size = batch_size or (generative.CPU_BATCH_SIZE if device == "cpu" else generative.ACCELERATOR_BATCH_SIZE)
 
     def run(search: str, count: int, size: int):
         if device.startswith("cuda"):
@@ -80,6 +82,8 @@ def measure(data: Path = DEFAULT_DATA, device: str = "cpu", users: int | None = 
     load = os.getloadavg()[0]
     return {"data": str(data), "device": device, "threads": torch.get_num_threads(), "beam": BEAM, "k": K,
             "catalog_items": n_items, "users": n, "batch_size": batch_size,
+            # recommend runs this many batches at once on the CPU, one torch thread each (see its doc)
+            "workers": torch.get_num_threads() if device == "cpu" else 1,
             "batched_s": round(ours_s, 2), "batched_ms_per_user": round(1000 * ours_s / n, 3),
             "per_query_users": reference_users, "per_query_ms_per_user": round(1000 * reference_s / reference_users, 3),
             "speedup": round((reference_s / reference_users) / (ours_s / n), 2), "lists_equal": equal,
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--users", type=int, default=None, help="test queries for the batched search (all)")
     parser.add_argument("--reference-users", type=int, default=256, help="queries for the per-query search")
-    parser.add_argument("--batch-size", type=int, default=None, help="queries per batch (cpu 512, cuda 4096)")
+    parser.add_argument("--batch-size", type=int, default=None, help="queries per batch (recommend's default: cpu 64, cuda 4096)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
     parser.add_argument("--json", type=Path, default=None, help="also write the result to this file")

@@ -38,7 +38,7 @@ def build_bundle() -> tuple[Path, list[str], list[str]]:
     import torch
 
     from recsys.data.datamodule import InteractionDataModule
-    from recsys.export import export_checkpoint
+    from recsys.export.cli import export_checkpoint
     from recsys.models.pluralistic import PluralisticRecommender
 
     torch.set_num_threads(1)

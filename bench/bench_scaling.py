@@ -245,8 +245,8 @@ def mark(step, **extra):
                   "peak_so_far_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra})
 mark("python")
 import numpy as np, torch, pytorch_lightning, numba  # what the fit CLI imports before it reads data
-import recsys.train
-mark("imports (torch, lightning, numba, recsys.train)")
+import recsys.training.train
+mark("imports (torch, lightning, numba, recsys.training.train)")
 from recsys.data.native import read_native
 data = read_native(sys.argv[1])
 mark("read_native alone: InteractionData", array_mb=sum(a.nbytes for a in (data.user, data.item, data.timestamp,

@@ -63,7 +63,7 @@ def clustered_vectors(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
 
 
 def write_bundles(users: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> dict[str, tuple[Path, float]]:
-    from recsys.export import IndexSpec, write_bundle
+    from recsys.export.embeddings import IndexSpec, write_bundle
 
     lengths = rng.integers(5, 60, size=N_USERS)
     indptr = np.concatenate([[0], np.cumsum(lengths)])

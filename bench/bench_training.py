@@ -173,8 +173,8 @@ def _autograd_speed(split, objective: str, threads: int) -> float:
     """Triples/s of the autograd path: sampling + TorchRec lookups + loss + backward + Adam step."""
     import torch
 
+    from recsys.data.sampling import NegativeSampler
     from recsys.models.implicit import ImplicitRecommender
-    from recsys.models.sampling import NegativeSampler
 
     torch.set_num_threads(threads)
     torch.manual_seed(SEED)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recsys.discern import (
+from recsys.experiments.discern import (
     DiscernConfig,
     _parser,
     score,

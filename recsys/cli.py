@@ -14,16 +14,16 @@ from recsys.errors import UserInputError
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("recsys.demo", "world -> BPR and NBPO -> evaluate (observed, clean) -> export -> serve -> query"),
+    "demo": ("recsys.experiments.demo", "world -> BPR and NBPO -> evaluate (observed, clean) -> export -> serve -> query"),
     "world": ("recsys.data.world_cli", "generate the preference world and write it to files"),
     "evaluate": ("recsys.evaluation.cli", "score recommendation lists from any system against held-out truth"),
-    "fit": ("recsys.train", "train a model from a YAML config (LightningCLI); --seeds 0,1,2: once per seed, mean ± sd"),
-    "validate": ("recsys.train", "evaluate a checkpoint on the validation split (LightningCLI)"),
-    "test": ("recsys.train", "evaluate a checkpoint on the test split (LightningCLI)"),
-    "predict": ("recsys.train", "write top-K recommendations for users (LightningCLI)"),
-    "compare": ("recsys.compare", "train several models over seeds on one split; paired tests and plots"),
-    "export": ("recsys.export", "turn a checkpoint into a serving bundle (ONNX + faiss + catalog)"),
-    "discern": ("recsys.discern", "train TIGER/Mender generative retrievers and score the five preference-discerning axes"),
+    "fit": ("recsys.training.train", "train a model from a YAML config (LightningCLI); --seeds 0,1,2: once per seed, mean ± sd"),
+    "validate": ("recsys.training.train", "evaluate a checkpoint on the validation split (LightningCLI)"),
+    "test": ("recsys.training.train", "evaluate a checkpoint on the test split (LightningCLI)"),
+    "predict": ("recsys.training.train", "write top-K recommendations for users (LightningCLI)"),
+    "compare": ("recsys.experiments.compare", "train several models over seeds on one split; paired tests and plots"),
+    "export": ("recsys.export.cli", "turn a checkpoint into a serving bundle (ONNX + faiss + catalog)"),
+    "discern": ("recsys.experiments.discern", "train TIGER/Mender generative retrievers and score the five preference-discerning axes"),
 }
 # LightningCLI commands receive their own name as the first argument.
 LIGHTNING_COMMANDS = {"fit", "validate", "test", "predict"}

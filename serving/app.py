@@ -36,9 +36,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from bundleformat.manifest import BundleError, public_name
 from bundleformat.signature import key_from_env
 from serving.batching import LoopBatcher, RecommendBatcher
-from serving.bundle import BundleError, public_name
 from serving.feedback import Event, FeedbackError, FeedbackLog
 from serving.guards import (
     BundlePathError,

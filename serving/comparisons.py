@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from bundleformat.pluralistic import SECTION, Placement
-from serving.bundle import BundleData, BundleError, _load_array
+from bundleformat.manifest import BundleError
+from serving.bundle import BundleData, _load_array
 
 
 def load_placement(data: BundleData) -> Placement | None:

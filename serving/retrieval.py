@@ -47,7 +47,8 @@ import faiss
 import numpy as np
 import onnxruntime as ort
 
-from serving.bundle import BundleData, BundleError, load_bundle_data
+from bundleformat.manifest import BundleError
+from serving.bundle import BundleData, load_bundle_data
 from serving.comparisons import encode_comparisons, load_placement
 from serving.generative import GenerativeRanker
 from serving.halfscan import CertifiedBatchScan, CertifiedHalfScan, best_exact, certified_top_k

@@ -54,6 +54,10 @@ RLHG_EXPERIMENT_TINY = ("--base-timesteps 64 --finetune-timesteps 32 --human-val
                         "--ppo '{\"num_envs\": 2, \"num_steps\": 16, \"num_minibatches\": 2}' --workers 1 --seeds 1")
 REGRET_TINY = "--mdps 1 --prefs 100 --steps 100 --workers 1"
 REWARD_TINY = "--trainer.max_epochs 2"
+PLURALISTIC_TINY = ("--seeds 2 --ms 2,10 --seen 12 --unseen 10 --val-pairs 5 --test-pairs 10 --steps 30 --restarts 1 "
+                    "--workers 1 --n-policies 10")
+PLURALISTIC_FIT_TINY = ("--trainer.max_epochs 1 --data.init_args.steps_per_epoch 5 --data.init_args.n_teachers 12 "
+                        "--model.init_args.n_people 12")
 SIMULATE_TINY = "--episodes 4"
 COMPARE_NOISY_TINY = ("--seeds [0] --data.world_preset toy --data.world_users 200 --sweep '{false_positive_rate: [0.2]}' "
                       "--trainer.max_epochs 2 --trainer.check_val_every_n_epoch 1 "
@@ -101,6 +105,11 @@ COMMANDS: dict[str, Run] = {
         "{seen: 80, validation: 40, test: 40}, comparisons: [1, 10], model: {epochs: 2}, placement_priors: [1.0]}'"),
     "python -m recsys fit -c configs/recsys/bpr.yaml --seeds 0,1,2": Run(
         FIT_TOY + " --seeds 0,1 --trainer.default_root_dir artifacts/runs/bpr_seeds"),
+    # its own process: numba reads NUMBA_NUM_THREADS once, when its threads start
+    "NUMBA_NUM_THREADS=1 python -m recsys fit -c configs/recsys/bpr.yaml --trainer.default_root_dir "
+    "artifacts/runs/bpr_1thread": Run(FIT_TOY, process=True),
+    "python -m recsys fit -c configs/recsys/bpr.yaml --model.init_args.hogwild true": Run(
+        FIT_TOY + " --trainer.default_root_dir artifacts/runs/bpr_hogwild"),
     "python -m recsys fit -c configs/recsys/bpr_movielens.yaml --data.path ../shared/data/ml-100k/ml-100k.inter "
     "--data.format recbole": Run("--trainer.max_epochs 3 --trainer.check_val_every_n_epoch 1 "
                                  "--trainer.enable_progress_bar false", needs=("shared_data",)),
@@ -114,7 +123,7 @@ COMMANDS: dict[str, Run] = {
         COMPARE_HIDDEN_TINY, makes="hidden_compare"),
     "python -m recsys compare -c configs/recsys/tune_nbpo_authors.yaml --out artifacts/tune/nbpo_authors": Run(
         TUNE_HIDDEN_TINY),
-    "python -m recsys.nbpo_findings distill hidden_likes --metrics artifacts/compare/hidden/metrics.json": Run(
+    "python -m recsys.experiments.nbpo_findings distill hidden_likes --metrics artifacts/compare/hidden/metrics.json": Run(
         "--out artifacts/nbpo_hidden_likes.json", needs=("hidden_compare",)),
     # the public sequence data: SASRec and TIGER at the paper's size, shrunk
     "python -m recsys fit -c configs/recsys/sasrec.yaml --data.path ../shared/data/amazon-toys": Run(
@@ -131,14 +140,14 @@ COMMANDS: dict[str, Run] = {
     "python -m bench findings regret_vs_return": Run("--quick --out artifacts/findings-quick"),
     "python -m bench findings --quick --out artifacts/findings-quick": Run(
         sub=(("--quick", "regret_vs_return --quick"),)),
-    "python -m recsys.nbpo_findings render": Run(
+    "python -m recsys.experiments.nbpo_findings render": Run(
         f"--docs docs_copy.md --results {REPO / 'docs' / 'results'}", needs=("docs_copy",)),
     "python -m recsys compare -c configs/recsys/tune_hidden_ml100k.yaml --out artifacts/tune/hidden_ml100k": Run(
         "--trainer '{max_epochs: 2, check_val_every_n_epoch: 1}'", needs=("shared_data",)),
     "python -m recsys compare -c configs/recsys/compare_hidden_ml100k.yaml --out artifacts/compare/hidden_ml100k":
         Run("--trainer '{max_epochs: 2, check_val_every_n_epoch: 1}' --seeds '[0]' --sweep '{hide_positives: [0.2]}'",
             makes="hidden_ml100k_compare"),
-    "python -m recsys.nbpo_findings distill ml100k_hidden --metrics artifacts/compare/hidden_ml100k/metrics.json":
+    "python -m recsys.experiments.nbpo_findings distill ml100k_hidden --metrics artifacts/compare/hidden_ml100k/metrics.json":
         Run("--out artifacts/nbpo_ml100k_hidden.json", needs=("hidden_ml100k_compare",)),
     "python -m recsys fit -c configs/recsys/bpr_movielens.yaml --data.path artifacts/ml1m-world/ratings.dat": Run(
         "--trainer.max_epochs 1 --trainer.enable_progress_bar false", needs=("ml1m_world",)),
@@ -199,7 +208,7 @@ COMMANDS: dict[str, Run] = {
     # personality
     "python -m recsys compare -c configs/recsys/compare_personality.yaml --out artifacts/compare/personality":
         Run(COMPARE_PERSONALITY_TINY),
-    "python -m recsys.compare_personality -c configs/recsys/compare_personality.yaml "
+    "python -m recsys.experiments.compare_personality -c configs/recsys/compare_personality.yaml "
     "--out artifacts/compare/personality": Run(COMPARE_PERSONALITY_TINY),
     "python -m recsys compare -c configs/recsys/compare_traits_sweep.yaml --out artifacts/compare/traits_sweep":
         Run(TRAITS_SWEEP_TINY),
@@ -257,6 +266,13 @@ COMMANDS: dict[str, Run] = {
     "--out artifacts/experiments/human-likelihood": Run(HUMAN_TINY, needs=("shared_data",)),
     "python -m agents experiment regret-vs-return --mdps 100 --no-delivery --prefs 300,1000,3000,10000 --seed 0 "
     "--out artifacts/experiments/regret-vs-return-100": Run("--mdps 2 --prefs 30,100 --steps 50 --workers 1"),
+    # pluralistic reward learning
+    "python -m agents experiment pluralistic --seeds 5 --teacher partial_return --steps 200 --restarts 1 "
+    "--out docs/results/pluralistic_agents.json": Run(PLURALISTIC_TINY),
+    "python -m agents experiment pluralistic --seeds 3 --teacher regret --seen 50 --unseen 50 --steps 150 "
+    "--restarts 1 --n-policies 50 --populations pure,control --workers 1 "
+    "--out docs/results/pluralistic_agents_regret.json": Run(PLURALISTIC_TINY),
+    "python -m agents fit -c configs/agents/pluralistic.yaml": Run(PLURALISTIC_FIT_TINY),
     "python -m agents simulate --env prefengine/RecSim-v0 --policy "
     "artifacts/rlhg_recsim/checkpoints/rlhg_alpha1_seed0.ckpt --episodes 200 --seed 0 --out artifacts/sim/recsim_rlhg":
         Run(SIMULATE_TINY, needs=("rlhg_recsim",)),

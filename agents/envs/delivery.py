@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.envs.gridworld import Board
+from agents.envs.board import Board
 
 # True weights over (gas, goal, sheep, coin, roadblock, mud), as in Knox et al.
 DELIVERY_WEIGHTS = np.array([-1.0, 50.0, -50.0, 1.0, -1.0, -2.0])

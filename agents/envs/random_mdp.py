@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agents.envs.gridworld import BLANK, COIN, GOAL, HOUSE, MUD, ROADBLOCK, SHEEP, Board
+from agents.envs.board import BLANK, COIN, GOAL, HOUSE, MUD, ROADBLOCK, SHEEP, Board
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ EXPERIMENTS: dict[str, tuple[str, str]] = {
         "Knox et al.: regret vs partial return on real human preferences (likelihood)",
     ),
     "rlhg": ("agents.experiments.rlhg", "Gao et al.: RLHG vs the naive sum and PPO in Collab-v0 and RecSim-v0"),
+    "pluralistic": (
+        "agents.experiments.pluralistic",
+        "PAL-style reward prototypes vs one shared reward and per-person rewards, seen and new people",
+    ),
 }
 
 

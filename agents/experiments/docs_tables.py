@@ -27,6 +27,10 @@ def render(doc: dict) -> str:
         from agents.experiments.rlhg import render_docs
 
         return render_docs(doc)
+    if kind == "pluralistic":
+        from agents.experiments.pluralistic import render_docs as render_pluralistic
+
+        return render_pluralistic(doc)
     raise ValueError(f"unknown experiment {kind!r}")
 
 

@@ -11,6 +11,10 @@ A policy is near-optimal when its scaled return exceeds 0.9.
 
 Writes DIR/results.json ({model: {n_prefs: {"near_optimal": fraction, "scaled_return": mean}}}),
 DIR/per_mdp.json (every MDP's numbers and learned weights), DIR/regret_vs_return.png and DIR/report.md.
+
+With `--seeds 0,1,2` instead of `--seed`, every seed draws its own boards, preferences and initial
+weights and writes those files to DIR/seed<k>/; DIR/over_seeds.json and DIR/report.md hold the
+mean ± sd over seeds, every seed's value, and paired t-tests over seeds of regret minus partial return.
 """
 
 from __future__ import annotations
@@ -20,20 +24,21 @@ import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from agents.envs.board import FEATURES, Board
 from agents.envs.delivery import delivery_board
-from agents.envs.gridworld import FEATURES, Board
 from agents.envs.random_mdp import random_board
 from agents.planning import solve
 from agents.preferences.learner import PreferenceLearner, RewardLearningContext
 from agents.preferences.policy_set import sample_policy_set
 from agents.preferences.segments import sample_segment_pairs
 from agents.preferences.teachers import Teacher
+from recsys.evaluation.significance import paired_t_test
 
 MODELS = ("regret", "partial_return")
 NEAR_OPTIMAL = 0.9
@@ -97,23 +102,29 @@ def _board(index: int, config: ExperimentConfig, rng: np.random.Generator) -> Bo
 
 
 def run_experiment(config: ExperimentConfig, progress: bool = True) -> list[dict]:
+    return run_seeds(config, [config.seed], progress)[config.seed]
+
+
+def run_seeds(config: ExperimentConfig, seeds: list[int], progress: bool = True) -> dict[int, list[dict]]:
+    """{seed: records}: every (seed, MDP) is one job, so the workers stay busy across seeds."""
     from tqdm import tqdm
 
     indices = list(range(config.mdps + int(config.include_delivery)))
-    bar = tqdm(total=len(indices), desc="regret-vs-return MDPs", unit="mdp", disable=not progress)
-    records: dict[int, dict] = {}
+    jobs = [(seed, i) for seed in seeds for i in indices]
+    bar = tqdm(total=len(jobs), desc="regret-vs-return MDPs", unit="mdp", disable=not progress)
+    records: dict[tuple[int, int], dict] = {}
     if config.workers <= 1:
-        for i in indices:
-            records[i] = run_mdp(i, config)
+        for seed, i in jobs:
+            records[seed, i] = run_mdp(i, replace(config, seed=seed))
             bar.update()
     else:
         with ProcessPoolExecutor(config.workers) as pool:
-            futures = {pool.submit(run_mdp, i, config): i for i in indices}
+            futures = {pool.submit(run_mdp, i, replace(config, seed=seed)): (seed, i) for seed, i in jobs}
             for future in as_completed(futures):
                 records[futures[future]] = future.result()
                 bar.update()
     bar.close()
-    return [records[i] for i in indices]
+    return {seed: [records[seed, i] for i in indices] for seed in seeds}
 
 
 def summarize(records: list[dict], prefs: tuple[int, ...]) -> dict:
@@ -232,6 +243,91 @@ def write_report(
     return path
 
 
+def _spread(values: list[float]) -> dict:
+    """Mean, sample sd (None for one seed) and every seed's value."""
+    array = np.asarray(values, dtype=float)
+    return {"mean": float(array.mean()), "sd": float(array.std(ddof=1)) if len(array) > 1 else None,
+            "per_seed": array.tolist()}
+
+
+# The per-seed statistics summarised over seeds (each computed over that seed's MDPs).
+SEED_STATISTICS = ("near_optimal", "mean_scaled_return", "median_scaled_return")
+
+
+def per_seed_statistics(records: list[dict], prefs: tuple[int, ...]) -> dict:
+    """{n_prefs: {model: {statistic: value}}} for one seed's MDPs."""
+    out: dict = {}
+    for n in prefs:
+        out[str(n)] = {}
+        for model in MODELS:
+            returns = np.array([r["scaled_return"][model][str(n)] for r in records])
+            out[str(n)][model] = {"near_optimal": float(np.mean(returns > NEAR_OPTIMAL)),
+                                  "mean_scaled_return": float(returns.mean()),
+                                  "median_scaled_return": float(np.median(returns))}
+    return out
+
+
+def summarize_seeds(by_seed: dict[int, list[dict]], prefs: tuple[int, ...]) -> dict:
+    """Mean ± sd over seeds of each seed's statistics, per-seed values, and a paired t-test over seeds
+    of regret minus partial return for every statistic and number of preferences."""
+    seeds = sorted(by_seed)
+    stats_by_seed = {seed: per_seed_statistics(by_seed[seed], prefs) for seed in seeds}
+    out: dict = {"seeds": seeds, "mdps_per_seed": len(by_seed[seeds[0]]), "by_prefs": {}, "paired": {}}
+    for n in map(str, prefs):
+        out["by_prefs"][n] = {model: {stat: _spread([stats_by_seed[s][n][model][stat] for s in seeds])
+                                      for stat in SEED_STATISTICS} for model in MODELS}
+        out["paired"][n] = {}
+        for stat in SEED_STATISTICS:
+            regret = out["by_prefs"][n]["regret"][stat]["per_seed"]
+            partial = out["by_prefs"][n]["partial_return"][stat]["per_seed"]
+            difference = (np.asarray(regret) - np.asarray(partial)).tolist()
+            t, p = paired_t_test(regret, partial) if len(seeds) > 1 else (None, None)
+            out["paired"][n][stat] = {"mean_difference": float(np.mean(difference)),
+                                      "sd_difference": float(np.std(difference, ddof=1)) if len(seeds) > 1 else None,
+                                      "per_seed_difference": difference, "t_statistic": t, "p_value": p}
+    delivery = {seed: next((r for r in by_seed[seed] if r["name"] == "delivery"), None) for seed in seeds}
+    if all(record is not None for record in delivery.values()):
+        out["delivery_ordering_holds"] = {
+            n: {model: [delivery_ordering(delivery[s]["learned_weights"][model][n])[1] for s in seeds]
+                for model in MODELS} for n in map(str, prefs)}
+    return out
+
+
+def _cell(spread: dict) -> str:
+    return f"{spread['mean']:.3f}" if spread["sd"] is None else f"{spread['mean']:.3f} ± {spread['sd']:.3f}"
+
+
+def write_seeds_report(out: Path, config: ExperimentConfig, summary: dict, wall_s: float) -> Path:
+    seeds = summary["seeds"]
+    lines = [
+        "# Regret vs partial return (Knox et al., TMLR 2024), over seeds",
+        "",
+        f"Seeds {', '.join(map(str, seeds))}: each draws its own {summary['mdps_per_seed']} MDPs"
+        f"{' (the delivery board with its own preferences, and random boards)' if config.include_delivery else ''}, "
+        f"preferences and initial weights; {config.steps} full-batch Adam steps (lr {config.lr}). "
+        f"Mean ± sd over seeds of each seed's share of near-optimal MDPs (scaled return > {NEAR_OPTIMAL}) and "
+        f"median scaled return; p: paired t-test over seeds of regret minus partial return. "
+        f"Wall time {wall_s:.0f} s with {config.workers} worker(s).",
+        "",
+        "| preferences | near-optimal: regret | near-optimal: partial return | difference | p "
+        "| median: regret | median: partial return |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, row in summary["by_prefs"].items():
+        paired = summary["paired"][n]["near_optimal"]
+        p = "–" if paired["p_value"] is None else f"{paired['p_value']:.2g}"
+        lines.append(f"| {n} | {_cell(row['regret']['near_optimal'])} | {_cell(row['partial_return']['near_optimal'])} "
+                     f"| {paired['mean_difference']:+.3f} | {p} | {_cell(row['regret']['median_scaled_return'])} "
+                     f"| {_cell(row['partial_return']['median_scaled_return'])} |")
+    lines += ["", "Per seed (near-optimal share, regret / partial return):", ""]
+    for n, row in summary["by_prefs"].items():
+        pairs = zip(row["regret"]["near_optimal"]["per_seed"], row["partial_return"]["near_optimal"]["per_seed"])
+        lines.append(f"- {n} preferences: " + ", ".join(f"seed {s} {r:.3f} / {p:.3f}" for s, (r, p) in zip(seeds, pairs)))
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def render_docs(doc: dict) -> str:
     """docs/results.md's table for a run recorded under docs/results/ (summary plus paired counts)."""
     lines = ["| preferences | near-optimal: regret | near-optimal: partial return | only regret near-optimal "
@@ -251,6 +347,16 @@ def _parse_prefs(text: str) -> tuple[int, ...]:
     if not prefs or prefs[0] < 1:
         raise argparse.ArgumentTypeError(f"--prefs needs positive counts, got {text!r}")
     return prefs
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds needs distinct seeds, got {text!r}")
+    return seeds
 
 
 def _positive(text: str) -> int:
@@ -280,7 +386,13 @@ def main(argv: list[str]) -> int:
         default=(300, 1000, 3000, 10000),
         help="comma-separated preference counts",
     )
-    parser.add_argument("--seed", type=int, default=0, help="same seed, same numbers (whatever --workers)")
+    seeding = parser.add_mutually_exclusive_group()
+    # default None, not 0: argparse would not see an explicit `--seed 0` beside --seeds
+    seeding.add_argument("--seed", type=int, default=None,
+                         help="same seed, same numbers (whatever --workers); default 0")
+    seeding.add_argument("--seeds", type=_parse_seeds, default=None,
+                         help="comma-separated seeds: one run each in DIR/seed<k>/, mean ± sd and paired tests "
+                              "over seeds in DIR/over_seeds.json")
     parser.add_argument(
         "--out", type=Path, default=Path("artifacts/experiments/regret-vs-return"), help="output folder"
     )
@@ -314,7 +426,7 @@ def main(argv: list[str]) -> int:
     config = ExperimentConfig(
         mdps=args.mdps,
         prefs=args.prefs,
-        seed=args.seed,
+        seed=args.seed if args.seed is not None else (args.seeds or [0])[0],
         include_delivery=not args.no_delivery,
         segment_length=args.segment_length,
         n_policies=args.n_policies,
@@ -326,9 +438,27 @@ def main(argv: list[str]) -> int:
     )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    seeds = args.seeds or [config.seed]
     started = time.perf_counter()
-    records = run_experiment(config)
+    by_seed = run_seeds(config, seeds)
     wall_s = time.perf_counter() - started
+    for seed in seeds:
+        folder = out / f"seed{seed}" if args.seeds else out
+        folder.mkdir(parents=True, exist_ok=True)
+        write_run(folder, replace(config, seed=seed), by_seed[seed], wall_s, quiet=bool(args.seeds))
+    if args.seeds:
+        summary = summarize_seeds(by_seed, config.prefs)
+        (out / "over_seeds.json").write_text(json.dumps(
+            {"config": {**asdict(config), "seeds": seeds}, "wall_seconds": wall_s, **summary}, indent=1) + "\n")
+        report = write_seeds_report(out, config, summary, wall_s)
+        print(report.read_text())
+        print(f"wrote {out / 'over_seeds.json'}, {report} and one folder per seed ("
+              + ", ".join(str(out / f"seed{s}") for s in seeds) + ")")
+    return 0
+
+
+def write_run(out: Path, config: ExperimentConfig, records: list[dict], wall_s: float, quiet: bool = False) -> None:
+    """One seed's results.json, per_mdp.json, plot and report."""
     summary = summarize(records, config.prefs)
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "per_mdp.json").write_text(
@@ -336,6 +466,6 @@ def main(argv: list[str]) -> int:
     )
     plot(summary, records, config.prefs, out / "regret_vs_return.png")
     report = write_report(out, config, summary, records, wall_s)
-    print(report.read_text())
-    print(f"wrote {out / 'results.json'}, {out / 'per_mdp.json'}, {out / 'regret_vs_return.png'}, {report}")
-    return 0
+    if not quiet:
+        print(report.read_text())
+        print(f"wrote {out / 'results.json'}, {out / 'per_mdp.json'}, {out / 'regret_vs_return.png'}, {report}")

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from agents.simulate import parse_json_object
 from recsys.errors import UserInputError
+from recsys.evaluation.significance import paired_t_test
 
 log = logging.getLogger(__name__)
 
@@ -227,15 +228,11 @@ def compare(agent: dict, reference: dict) -> dict:
 
 
 def paired_test(a: list[float], b: list[float], level: float = 0.05) -> dict:
-    """Paired t-test over seeds of a - b: mean and sd of the differences, p, and ahead / tied / behind."""
-    from scipy import stats
-
+    """Paired t-test over seeds of a - b (the project's one paired t-test): mean and sd of the differences,
+    p, and ahead / tied / behind. One seed gives no test (p NaN; 1 when the runs are equal: tied either way)."""
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     sd = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
-    if len(diff) < 2 or sd == 0.0:
-        p = 1.0 if not diff.any() else (0.0 if len(diff) > 1 else float("nan"))
-    else:
-        p = float(stats.ttest_rel(a, b).pvalue)
+    p = paired_t_test(a, b)[1] if len(diff) > 1 else (1.0 if not diff.any() else float("nan"))
     verdict = "tied" if not p < level else ("ahead" if diff.mean() > 0 else "behind")
     return {"mean_difference": float(diff.mean()), "sd_difference": sd, "per_seed_difference": diff.tolist(),
             "p_value": p, "verdict": verdict, "seeds": len(diff)}

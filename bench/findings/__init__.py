@@ -11,28 +11,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 from bench.findings import core, render
-
-# In the order docs/results.md presents them.
-NAMES = ("noisy_labels", "bpr_movielens", "personality", "discerning", "regret_vs_return", "rlhg_collab",
-         "rlhg_recsim", "pluralistic_recsys")
+from bench.findings.core import NAMES, load
 
 
 def shown(path: Path) -> str:
     """A path as a user types it: relative to the repository when inside it."""
     return str(path.relative_to(core.REPO)) if path.is_relative_to(core.REPO) else str(path)
-
-
-def load(name: str) -> ModuleType:
-    if name not in NAMES:
-        raise SystemExit(f"error: unknown finding {name!r}; choose from: {', '.join(NAMES)}")
-    return importlib.import_module(f"bench.findings.{name}")
 
 
 def list_findings() -> str:

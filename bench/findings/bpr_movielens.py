@@ -29,7 +29,7 @@ METRICS = ("recall@10", "ndcg@10", "mrr@10", "hit_rate@10", "precision@10", "rec
 def _fit(argv: list[str], root: Path) -> dict[str, Any]:
     import shutil
 
-    from recsys.train import main
+    from recsys.training.train import main
 
     shutil.rmtree(root, ignore_errors=True)  # one run, one best checkpoint: never an older run's
     assert main(["fit", *argv, "--trainer.default_root_dir", str(root)]) == 0

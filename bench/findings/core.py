@@ -13,12 +13,24 @@ A finding module (one per finding of docs/results.md) defines:
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+# The findings, in the order docs/results.md presents them.
+NAMES = ("noisy_labels", "bpr_movielens", "personality", "discerning", "regret_vs_return", "rlhg_collab",
+         "rlhg_recsim", "pluralistic_recsys")
+
+
+def load(name: str) -> ModuleType:
+    if name not in NAMES:
+        raise SystemExit(f"error: unknown finding {name!r}; choose from: {', '.join(NAMES)}")
+    return importlib.import_module(f"bench.findings.{name}")
+
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "docs" / "results"
@@ -97,11 +109,11 @@ def f4(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
-def mean_sd(cell: dict[str, Any]) -> str:
-    """'0.1381 ± 0.0010' from {"mean", "sd"} (sd absent or None: the mean alone)."""
+def mean_sd(cell: dict[str, Any], digits: int = 4) -> str:
+    """'0.1381 ± 0.0010' from {"mean", "sd"} (sd absent or None: the mean alone), `digits` after the point."""
     if cell.get("sd") is None:
-        return f4(cell["mean"])
-    return f"{cell['mean']:.4f} ± {cell['sd']:.4f}"
+        return f"{cell['mean']:.{digits}f}"
+    return f"{cell['mean']:.{digits}f} ± {cell['sd']:.{digits}f}"
 
 
 def p_value(p: float | None) -> str:

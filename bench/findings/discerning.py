@@ -37,7 +37,7 @@ VARIANTS = {"tiger": "TIGER", "mender": "Mender"}
 
 
 def run(workdir: Path, quick: bool) -> dict[str, Any]:
-    from recsys.discern import main
+    from recsys.experiments.discern import main
 
     argv = [*QUICK_ARGV, "--encoder.cache_dir", str(workdir / "cache")] if quick else arguments(COMMAND, "discern")
     assert main([*argv, "--out", str(workdir)]) == 0

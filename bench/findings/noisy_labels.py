@@ -25,7 +25,7 @@ METRIC = "clean/ndcg@20"
 
 
 def run(workdir: Path, quick: bool) -> dict[str, Any]:
-    from recsys.compare import main
+    from recsys.experiments.compare import main
 
     argv = arguments(COMMAND, "compare")
     if quick:

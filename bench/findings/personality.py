@@ -42,7 +42,7 @@ def quick_config(workdir: Path) -> Path:
 
 
 def run(workdir: Path, quick: bool) -> dict[str, Any]:
-    from recsys.compare import main
+    from recsys.experiments.compare import main
 
     argv = arguments(COMMAND, "compare")
     if quick:

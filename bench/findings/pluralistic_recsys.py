@@ -27,7 +27,7 @@ MODELS = {"mixture": "mixture of 4 prototypes", "shared": "one shared model", "p
 
 
 def run(workdir: Path, quick: bool) -> dict[str, Any]:
-    from recsys.compare import main
+    from recsys.experiments.compare import main
 
     argv = arguments(COMMAND, "compare")
     if quick:

@@ -60,12 +60,10 @@ def _payload(name: str, table: str, results: Path) -> dict[str, Any]:
 
 def overview(results: Path) -> str:
     """`<!-- finding:all overview -->`: one row per finding, from the modules and their JSON."""
-    from bench.findings import NAMES, load
-
     lines = ["| finding | full-scale command (`python -m bench findings NAME` runs it) | full scale, 2 cores "
              "| numbers | holds | `--quick` checks |", "|---|---|---|---|---|---|"]
-    for name in NAMES:
-        finding, payload = load(name), _payload(name, "all overview", results)
+    for name in core.NAMES:
+        finding, payload = core.load(name), _payload(name, "all overview", results)
         source = "documented, awaiting regeneration" if payload["source"] == core.DOCUMENTED else \
             f"regenerated {payload['date'][:10]}"
         check = "schema only" if finding.QUICK_CHECK.startswith("schema only") else "direction"

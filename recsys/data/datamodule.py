@@ -13,7 +13,7 @@ turned into unobserved ones, the noise NBPO models, on data whose full truth is 
 Training batches are triples (user, positive, n sampled negatives), shuffled per epoch from
 (seed, epoch) and sampled from (seed, epoch, batch), so runs repeat exactly. On N processes
 (`--trainer.strategy ddp`) rank r takes its own slice of every global batch and draws its own
-negatives (`recsys.distributed.RankShare`): no two ranks train on the same rows, and
+negatives (`recsys.data.ranks.RankShare`): no two ranks train on the same rows, and
 `batch_size` is per process, as everywhere in Lightning. The batches are an iterable dataset so
 that Lightning does not add a DistributedSampler on top. A model whose compiled kernel samples
 by itself (`training_batches == "positives"`) gets all training positives as one batch per epoch
@@ -36,9 +36,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from recsys.data.interactions import InteractionData, Split
-from recsys.distributed import RankShare, trainer_rank_and_world
+from recsys.data.ranks import RankShare, trainer_rank_and_world
+from recsys.data.sampling import NegativeSampler
 from recsys.errors import UserInputError
-from recsys.models.sampling import NegativeSampler
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from recsys.data.datamodule import InteractionDataModule
 from recsys.data.interactions import InteractionData, Split
-from recsys.distributed import RankShare
+from recsys.data.ranks import RankShare
+from recsys.data.sampling import NegativeSampler
 from recsys.errors import UserInputError
-from recsys.models.sampling import NegativeSampler
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ GROUPS = ("warm", "cold")
 
 class ExampleBatches(IterableDataset):
     """Batch b of epoch e: rows perm_e[b*B:(b+1)*B] of epoch e's examples, perm_e drawn from (seed, e)
-    (on N processes, rank r's slice of global batch b; see `recsys.distributed.RankShare`).
+    (on N processes, rank r's slice of global batch b; see `recsys.data.ranks.RankShare`).
 
     Epoch e's examples are the training rows plus `negatives` sampled unseen items (click 0, no
     rating) per training click, drawn from (seed, e): the impression log alone never shows the
@@ -65,7 +65,7 @@ class ExampleBatches(IterableDataset):
         self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
         self.clicks = np.flatnonzero(examples["click"] > 0)
         self.n = len(examples["users"]) + negatives * len(self.clicks)
-        # On N processes rank r takes its slice of every global batch (`recsys.distributed.RankShare`).
+        # On N processes rank r takes its slice of every global batch (`recsys.data.ranks.RankShare`).
         self.share = share_of(self.n) if share_of is not None else RankShare(self.n, batch_size)
         self._cache: tuple[int, dict[str, np.ndarray], np.ndarray] | None = None
 

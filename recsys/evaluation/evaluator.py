@@ -238,7 +238,7 @@ def evaluate(scorer: Scorer, truth: Mapping[str, InteractionData], exclude: Excl
              negatives instead of all items (seeded by `seed`); keys become "<split>_sampled<n>/..."
              and `protocol["ranking"]` says "sampled". Beyond-accuracy metrics are not computed then.
     rank:    how the users' top-K lists are made, with `rank_users`'s signature; on several processes
-             `recsys.distributed.rank_share_and_gather` ranks this process's share and gathers the rest.
+             `recsys.evaluation.across_ranks.rank_share_and_gather` ranks this process's share and gathers the rest.
     """
     ks = _check_ks(ks)
     label = "" if sampled_negatives is None else f"_sampled{int(sampled_negatives)}"

@@ -1,1 +1,3 @@
-"""Comparisons and experiments: each one its own module, run through `python -m recsys compare`."""
+"""Experiments and their reports: the comparisons (noisy labels, personality, trait sweep), the
+preference-discerning benchmark, the NBPO findings and the demo. May import every lower recsys
+floor (errors, data, evaluation, models, preferences, export, training); never agents or serving."""

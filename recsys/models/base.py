@@ -8,7 +8,7 @@ ModelCheckpoint and EarlyStopping can monitor them. Checkpoints carry `checkpoin
 checkpoint written by another kind of model fails with one clear message.
 
 On N processes (`--trainer.strategy ddp`) each user is ranked on one process and the top-K lists
-are gathered (`recsys.distributed.evaluate_across_ranks`), so every process logs the metrics a
+are gathered (`recsys.evaluation.across_ranks.evaluate_across_ranks`), so every process logs the metrics a
 single process would. Models with TorchRec tables may shard them (`shard_tables`); their
 checkpoints still hold plain full tensors under the unsharded names.
 """
@@ -25,8 +25,17 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from recsys import distributed
+from recsys.data.ranks import rank_and_world
 from recsys.errors import UserInputError
+from recsys.evaluation.across_ranks import evaluate_across_ranks
+from recsys.models.sharding import (
+    ignore_in_ddp,
+    is_sharded,
+    load_plain_tables,
+    plain_state_dict,
+    plain_state_shapes,
+    shard_collections,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +91,8 @@ class RecommenderModule(pl.LightningModule):
         self.eval()
         try:
             with self.scoring_session():
-                if distributed.rank_and_world()[1] > 1:
-                    result = distributed.evaluate_across_ranks(self.scorer, truth, exclude, self.eval_ks)
+                if rank_and_world()[1] > 1:
+                    result = evaluate_across_ranks(self.scorer, truth, exclude, self.eval_ks)
                 else:
                     result = evaluate(self.scorer, truth=truth, exclude=exclude, ks=self.eval_ks)
         finally:
@@ -112,17 +121,17 @@ class RecommenderModule(pl.LightningModule):
     # sharded tables --------------------------------------------------------------------------
     def shard_tables(self, collections: list[torch.nn.Module], sharding: str,
                      assign: Callable[[list[torch.nn.Module]], None]) -> bool:
-        """Wrap `collections` in DistributedModelParallel (`recsys.distributed.shard_collections`) and hand
+        """Wrap `collections` in DistributedModelParallel (`recsys.models.sharding.shard_collections`) and hand
         the wrappers to `assign`, which puts them where the tables were. Nothing happens (False) when
         `sharding` is "none" or the run has a single process. Call from setup(), on every rank."""
         if sharding == "none":
             return False
-        if distributed.rank_and_world()[1] == 1:
+        if rank_and_world()[1] == 1:
             log.warning("model.sharding %r on a single process: the tables stay whole", sharding)
             return False
-        assign(distributed.shard_collections(collections, sharding))
+        assign(shard_collections(collections, sharding))
         # The shards differ per rank: DDP (set up after setup()) must neither broadcast nor all-reduce them.
-        distributed.ignore_in_ddp(self)
+        ignore_in_ddp(self)
         return True
 
     # prediction: top-K unseen items per user --------------------------------------------------------
@@ -147,10 +156,10 @@ class RecommenderModule(pl.LightningModule):
         block.update(model_kind=self.model_kind, model_class=f"{type(self).__module__}.{type(self).__qualname__}",
                      metrics={**block.get("metrics", {}), **metrics})
         checkpoint["prefengine"] = block
-        if distributed.is_sharded(self):
+        if is_sharded(self):
             # Plain full tables under the unsharded names (Lightning calls this hook on every rank,
             # which the gathering needs), so a single process loads, tests and exports the checkpoint.
-            checkpoint["state_dict"] = distributed.plain_state_dict(self)
+            checkpoint["state_dict"] = plain_state_dict(self)
             # Each rank's optimizer state covers only its own shards; a sharded fit restarts from the weights.
             checkpoint.pop("optimizer_states", None)
             block["sharded_training"] = True
@@ -170,18 +179,18 @@ class RecommenderModule(pl.LightningModule):
             raise UserInputError(f"{where}the checkpoint was trained on other users/items than the configured "
                                  "data (id-vocabulary digests differ)")
         stored = checkpoint.get("state_dict", {})
-        for name, shape in distributed.plain_state_shapes(self).items():
+        for name, shape in plain_state_shapes(self).items():
             if name not in stored:
                 raise UserInputError(f"{where}the checkpoint lacks '{name}' that the configured model has")
             if tuple(stored[name].shape) != shape:
                 raise UserInputError(f"{where}'{name}' has shape {tuple(stored[name].shape)} in the checkpoint "
                                      f"but {shape} in the configured model (different data "
                                      "or embedding size?)")
-        if distributed.is_sharded(self):
+        if is_sharded(self):
             if self._trainer is not None and self.trainer.training and "optimizer_states" not in checkpoint:
                 raise UserInputError(f"{where}resuming a fit with sharded tables is not supported (the checkpoint "
                                      "keeps the weights, not each rank's optimizer state); start a new fit, or "
                                      "test/predict/export the checkpoint")
-            distributed.load_plain_tables(self, stored)
+            load_plain_tables(self, stored)
             self.strict_loading = False  # the shards were filled above; every other key was checked
         self.prefengine_meta = block

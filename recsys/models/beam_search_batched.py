@@ -1,4 +1,4 @@
-"""The constrained beam search of `recsys.models.beam_search`, batched over many queries on the model's device.
+"""The constrained beam search of `bundleformat.beam_search`, batched over many queries on the model's device.
 
 Same rules, same results (the tests hold the two to equal item lists, ties included): log-softmax over
 each level in float64 (numpy's, see `_log_softmax`), codes without a child in the trie and fully excluded subtrees set to -inf,
@@ -18,8 +18,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from recsys.models.beam_search import PrefixTrie, exclusion_pairs
-from recsys.models.beam_search import _log_softmax as _numpy_log_softmax
+from bundleformat.beam_search import PrefixTrie, exclusion_pairs
+from bundleformat.beam_search import _log_softmax as _numpy_log_softmax
 
 
 class Decoder(Protocol):
@@ -53,7 +53,7 @@ def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
 
 def batched_beam_search(decoder: Decoder, n_queries: int, trie: DeviceTrie, beam_size: int, k: int | None = None,
                         exclude: Sequence[Sequence[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k items per query, as `recsys.models.beam_search.beam_search` returns them."""
+    """Top-k items per query, as `bundleformat.beam_search.beam_search` returns them."""
     k = beam_size if k is None else int(k)
     if beam_size < 1 or not 1 <= k <= beam_size:
         raise ValueError(f"need 1 <= k <= beam_size, got k={k}, beam_size={beam_size}")
@@ -103,8 +103,14 @@ class IncrementalDecoder:
     """A `torch.nn.TransformerDecoder` (pre-norm layers, as `GenerativeRetriever` builds it) fed one token per
     beam per call, in eval mode.
 
-    tokens: the token embedding; position: embeddings added per position (BOS = 0); head: the output layer
-    applied to the final norm's output; level_slice(level) -> the head rows of that level's codes.
+    embed(tokens, position) -> token embeddings at a position (BOS = 0); head: the output layer applied to the
+    final norm's output; level_rows[level]: the head rows of that level's codes.
+
+    Per level and layer the work is a few matrix products over the N = Q * W newest tokens: one packed
+    query/key/value projection (as `nn.MultiheadAttention` does it), attention over the cached keys and
+    values of the beam's earlier tokens, the query's cross-attention (memory keys and values projected
+    once per query, shared by its beams) and the feed-forward. The cache is one preallocated
+    (N, heads, depth, head_dim) buffer per layer for keys and one for values, gathered by parent once per level.
     """
 
     def __init__(self, stack: torch.nn.TransformerDecoder, embed, head: torch.nn.Linear, memory: torch.Tensor,
@@ -114,55 +120,65 @@ class IncrementalDecoder:
         self.embed, self.head, self.level_rows = embed, head, list(level_rows)
         first = self.layers[0]
         self.n_heads = first.self_attn.num_heads
+        self.d_model = first.self_attn.embed_dim
+        self.head_dim = self.d_model // self.n_heads
+        self.depth = len(self.level_rows)
         self.queries = len(memory)
-        # Cross-attention keys and values of every query's memory, once: (Q, heads, S, head_dim) per layer.
-        self.memory_kv = [self._project(layer.multihead_attn, memory, 1) + self._project(layer.multihead_attn, memory, 2)
-                          for layer in self.layers]
-        self.attend = (~padding)[:, None, None, :]  # (Q, 1, 1, S): True where a query may attend
-        self.cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+        with torch.no_grad():
+            # Cross-attention keys and values of every query's memory, once: (Q, heads, S, head_dim) per layer.
+            self.memory_kv = []
+            for layer in self.layers:
+                ca, d = layer.multihead_attn, self.d_model
+                bias = ca.in_proj_bias[d:] if ca.in_proj_bias is not None else None
+                kv = torch.nn.functional.linear(memory, ca.in_proj_weight[d:], bias)  # (Q, S, 2d)
+                kv = kv.unflatten(-1, (2, self.n_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
+                self.memory_kv.append((kv[0], kv[1]))
+        # (Q, 1, 1, S): True where a query may attend; None when no query has padding (no mask is faster).
+        self.attend = None if not bool(padding.any()) else (~padding)[:, None, None, :]
+        self.cache: list[torch.Tensor] = []  # per layer (2, N, heads, depth, head_dim): keys, values
         self.rows_per_query = 1
         self.bos = bos_tokens
 
-    def _project(self, attention: torch.nn.MultiheadAttention, x: torch.Tensor, which: int) -> tuple[torch.Tensor]:
-        d = attention.embed_dim
-        weight = attention.in_proj_weight[which * d:(which + 1) * d]
-        bias = attention.in_proj_bias[which * d:(which + 1) * d] if attention.in_proj_bias is not None else None
-        y = torch.nn.functional.linear(x, weight, bias)
-        return (y.unflatten(-1, (self.n_heads, d // self.n_heads)).transpose(-3, -2),)
+    def _heads(self, y: torch.Tensor) -> torch.Tensor:
+        """(N, d) -> (N, heads, head_dim)."""
+        return y.view(len(y), self.n_heads, self.head_dim)
 
     def _layer(self, index: int, x: torch.Tensor, level: int) -> torch.Tensor:
-        """x: (N, 1, d) newest token of N = Q * W beams."""
+        """x: (N, d), the newest token of N = Q * W beams, at position `level`."""
         layer = self.layers[index]
-        sa = layer.self_attn
-        a = layer.norm1(x)
-        q, = self._project(sa, a, 0)
-        k, = self._project(sa, a, 1)
-        v, = self._project(sa, a, 2)
-        if level:  # earlier positions of every beam: cached keys and values (already reordered)
-            past_k, past_v = self.cache[index]
-            k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
-        self.cache[index] = (k, v)
-        h = torch.nn.functional.scaled_dot_product_attention(q, k, v)  # the newest token sees every earlier one
-        x = x + sa.out_proj(h.transpose(1, 2).flatten(-2))
+        sa, n = layer.self_attn, len(x)
+        qkv = torch.nn.functional.linear(layer.norm1(x), sa.in_proj_weight, sa.in_proj_bias)  # (N, 3d)
+        q, k, v = qkv.view(n, 3, self.n_heads, self.head_dim).unbind(1)
+        cache = self.cache[index]
+        cache[0, :, :, level] = k
+        cache[1, :, :, level] = v
+        keys, values = cache[0, :, :, :level + 1], cache[1, :, :, :level + 1]  # (N, heads, t, head_dim)
+        # The newest token attends to every earlier one (and itself): softmax over t <= depth scores.
+        # Elementwise products, not batched matrix products: N * heads products of one row by t are too small.
+        weights = torch.softmax((q[:, :, None, :] * keys).sum(-1) * self.head_dim ** -0.5, dim=-1)  # (N, heads, t)
+        h = (weights[..., None] * values).sum(2).reshape(n, self.d_model)
+        x = x + sa.out_proj(h)
         ca = layer.multihead_attn
-        b = layer.norm2(x)
-        width = self.rows_per_query
-        q, = self._project(ca, b, 0)  # (N, heads, 1, hd) -> (Q, heads, W, hd): a query's beams share its memory
-        q = q.reshape(self.queries, width, *q.shape[1:]).squeeze(3).transpose(1, 2)
+        d, width = self.d_model, self.rows_per_query
+        bias = ca.in_proj_bias[:d] if ca.in_proj_bias is not None else None
+        q = torch.nn.functional.linear(layer.norm2(x), ca.in_proj_weight[:d], bias)
+        # (N, d) -> (Q, heads, W, head_dim): a query's beams share its memory.
+        q = q.view(self.queries, width, self.n_heads, self.head_dim).transpose(1, 2)
         mk, mv = self.memory_kv[index]
         h = torch.nn.functional.scaled_dot_product_attention(q, mk, mv, attn_mask=self.attend)  # (Q, heads, W, hd)
-        h = h.transpose(1, 2).reshape(self.queries * width, 1, -1)
-        x = x + ca.out_proj(h)
-        c = layer.norm3(x)
-        return x + layer.linear2(layer.activation(layer.linear1(c)))
+        x = x + ca.out_proj(h.transpose(1, 2).reshape(n, d))
+        hidden = layer.linear1(layer.norm3(x))
+        return x + layer.linear2(torch.relu_(hidden) if layer.activation is torch.nn.functional.relu
+                                 else layer.activation(hidden))
 
     def _run(self, tokens: torch.Tensor, level: int) -> torch.Tensor:
-        x = self.embed(tokens[:, None], level)
+        x = self.embed(tokens, level)
         if not level:
-            self.cache = [None] * len(self.layers)
+            shape = (2, len(tokens), self.n_heads, self.depth, self.head_dim)
+            self.cache = [x.new_empty(shape) for _ in self.layers]
         for index in range(len(self.layers)):
             x = self._layer(index, x, level)
-        out = self.final_norm(x[:, 0])
+        out = self.final_norm(x)
         rows = self.level_rows[level]
         return torch.nn.functional.linear(out, self.head.weight[rows], self.head.bias[rows])
 
@@ -173,6 +189,7 @@ class IncrementalDecoder:
 
     @torch.no_grad()
     def advance(self, parents: torch.Tensor, codes: torch.Tensor, level: int) -> torch.Tensor:
-        self.cache = [(k[parents], v[parents]) for k, v in self.cache]
+        # Beams inherit their parent's keys and values (positions < level); one gather per layer.
+        self.cache = [cache.index_select(1, parents) for cache in self.cache]
         self.rows_per_query = len(parents) // self.queries
         return self._run(codes, level)

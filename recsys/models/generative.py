@@ -14,7 +14,7 @@ Two variants share the decoder and differ in what the encoder reads:
 Both encoders start with one learned context token, so a query with neither history nor
 preferences still has something to attend to. The decoder reads BOS and the codes so far and
 predicts the next level's code; the loss is the cross-entropy of each level's code over that
-level's vocabulary. Generation is `recsys.models.beam_search.beam_search` constrained by the
+level's vocabulary. Generation is `bundleformat.beam_search.beam_search` constrained by the
 trie of valid IDs, optionally excluding items (the history). Token ids: 0 = padding, 1 = BOS,
 then level l's codes at `offsets[l]`.
 """
@@ -32,13 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bundleformat.beam_search import PrefixTrie, beam_search
 from recsys.errors import UserInputError
-from recsys.models.beam_search import PrefixTrie, beam_search
 
 log = logging.getLogger(__name__)
 
 Variant = Literal["tiger", "mender"]
 PAD, BOS = 0, 1
+# `recommend`'s queries per batch when none is given (see its doc).
+CPU_BATCH_SIZE, ACCELERATOR_BATCH_SIZE = 64, 4096
 
 
 class GenerativeRetriever(pl.LightningModule):
@@ -252,7 +254,7 @@ class GenerativeRetriever(pl.LightningModule):
     @torch.no_grad()
     def recommend(self, history: np.ndarray, prefs: np.ndarray | None = None, pref_mask: np.ndarray | None = None,
                   k: int = 10, beam_size: int | None = None, exclude: Sequence[Sequence[int]] | None = None,
-                  batch_size: int = 256, search: Literal["batched", "per-query"] = "batched",
+                  batch_size: int | None = None, search: Literal["batched", "per-query"] = "batched",
                   ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k items per query by constrained beam search: (items (B, k), -1 where fewer; log-probs).
 
@@ -261,12 +263,19 @@ class GenerativeRetriever(pl.LightningModule):
         search: "batched" (`recsys.models.beam_search_batched`: on the model's device, decoder run
         incrementally, queries grouped by history length) or "per-query" (the numpy search over full
         decoder passes that the ONNX bundle also runs); both return the same lists.
+        batch_size: queries per batch; None picks 64 on the CPU (a batch's beams then fit the caches, which
+        matters more than wider matrix products) and 4096 on an accelerator. On the CPU with torch running
+        more than one thread, the batched search runs that many batches at once, one thread each (each
+        batch's result does not depend on the others, so the lists are the same), which keeps every core
+        busy where one batch's small matrix products split across cores would wait on each other.
         """
         from recsys.models.beam_search_batched import batched_beam_search
 
         if search not in ("batched", "per-query"):
             raise UserInputError(f"search must be 'batched' or 'per-query', got {search!r}")
         beam_size = beam_size or self.hparams.beam_size
+        on_cpu = self.device.type == "cpu"
+        batch_size = batch_size or (CPU_BATCH_SIZE if on_cpu else ACCELERATOR_BATCH_SIZE)
         history = np.asarray(history, dtype=np.int64)[:, -self.hparams.max_history:]
         # Queries with similar history lengths share a batch, so little of it is padding.
         order = np.argsort((history >= 0).sum(axis=1), kind="stable") if search == "batched" else \
@@ -275,28 +284,47 @@ class GenerativeRetriever(pl.LightningModule):
         self.eval()
         items = np.full((len(history), k), -1, dtype=np.int64)
         scores = np.full((len(history), k), -np.inf)
-        try:
-            for start in range(0, len(history), batch_size):
-                rows = order[start:start + batch_size]
-                chunk = history[rows]
-                if search == "batched":  # columns no query of this batch uses (left padding) are dropped
-                    used = (chunk >= 0).any(axis=0)
-                    chunk = chunk[:, int(np.argmax(used)) if used.any() else chunk.shape[1] - 1:]
-                h = torch.as_tensor(chunk, device=self.device)
-                p = m = None
-                if self.variant == "mender" and prefs is not None:
-                    p = torch.as_tensor(np.asarray(prefs[rows], dtype=np.float32), device=self.device)
-                    m = torch.as_tensor(np.asarray(pref_mask[rows], dtype=bool), device=self.device) \
-                        if pref_mask is not None else None
+
+        def run(start: int) -> None:
+            rows = order[start:start + batch_size]
+            chunk = history[rows]
+            if search == "batched":  # columns no query of this batch uses (left padding) are dropped
+                used = (chunk >= 0).any(axis=0)
+                chunk = chunk[:, int(np.argmax(used)) if used.any() else chunk.shape[1] - 1:]
+            h = torch.as_tensor(chunk, device=self.device)
+            p = m = None
+            if self.variant == "mender" and prefs is not None:
+                p = torch.as_tensor(np.asarray(prefs[rows], dtype=np.float32), device=self.device)
+                m = torch.as_tensor(np.asarray(pref_mask[rows], dtype=bool), device=self.device) \
+                    if pref_mask is not None else None
+            with torch.no_grad():  # thread-local: the worker threads need their own
                 memory, padding = self.encode(h, p, m)
                 chunk_exclude = None if exclude is None else [exclude[r] for r in rows]
                 if search == "batched":
-                    i, s = batched_beam_search(self.incremental_decoder(memory, padding), len(h), self.device_trie,
-                                               beam_size, k, chunk_exclude)
+                    i, s = batched_beam_search(self.incremental_decoder(memory, padding), len(h), trie, beam_size, k,
+                                               chunk_exclude)
                 else:
                     i, s = beam_search(self._step_function(memory, padding), len(h), self.trie, beam_size, k,
                                        chunk_exclude)
-                items[rows], scores[rows] = i, s
+            items[rows], scores[rows] = i, s
+
+        starts = range(0, len(history), batch_size)
+        threads = torch.get_num_threads()
+        workers = min(threads, len(starts)) if on_cpu and search == "batched" else 1
+        trie = self.device_trie if search == "batched" else None  # built once, before any worker reads it
+        try:
+            if workers > 1:
+                from concurrent.futures import ThreadPoolExecutor
+
+                torch.set_num_threads(1)  # read by each worker thread at its first parallel operation
+                try:
+                    with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                        list(pool.map(run, starts))
+                finally:
+                    torch.set_num_threads(threads)
+            else:
+                for start in starts:
+                    run(start)
         finally:
             self.train(was)
         return items, scores

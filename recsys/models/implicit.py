@@ -37,10 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recsys.distributed import Sharding, check_sharding, merge_row_updates, trainer_rank_and_world
+from recsys.data.ranks import trainer_rank_and_world
 from recsys.errors import UserInputError
 from recsys.models.base import RecommenderModule
 from recsys.models.mf import MatrixFactorization
+from recsys.models.sharding import Sharding, check_sharding, merge_row_updates
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,12 @@ class ImplicitRecommender(RecommenderModule):
         monitor: the validation metric to select by (higher is better); the plateau schedule and the
             CLI's default checkpoint watch it. Default: valid/ndcg@20 (or @max(eval_ks)).
         sharding: "none" | "table_wise" | "column_wise" | "row_wise": split the TorchRec tables across
-            the processes of a multi-process run (`recsys.distributed`; engine "autograd" only;
+            the processes of a multi-process run (`recsys.models.sharding`; engine "autograd" only;
             row_wise needs GPUs/nccl).
 
     On N processes the autograd engine trains on each rank's own batches and DDP averages the
     gradients; the compiled engine runs its kernel on the positives of the rank's users and then
-    merges the ranks' table updates (`recsys.distributed.merge_row_updates`).
+    merges the ranks' table updates (`recsys.models.sharding.merge_row_updates`).
     """
 
     def __init__(self, n_users: int, n_items: int, objective: Objective = "bpr", embedding_dim: int = 64,

@@ -2,7 +2,7 @@
 
 User and item tables are TorchRec `EmbeddingBagCollection`s fed with `KeyedJaggedTensor`s of
 single ids (every bag holds one id, so SUM pooling returns the row itself). Keeping them TorchRec
-modules lets `DistributedModelParallel` shard them (`recsys.distributed.shard_collections`, then
+modules lets `DistributedModelParallel` shard them (`recsys.models.sharding.shard_collections`, then
 `use_collections`); unsharded, their weights are ordinary CPU tensors, so a compiled kernel may
 update them in place through `weight.detach().numpy()`. Sharded, every read goes through the
 lookups (`embed_users`, `embed_items`, `all_items`), which all processes make together.

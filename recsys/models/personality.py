@@ -38,12 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor, PoolingType
 
-from recsys import distributed
 from recsys.data.interactions import BIG_FIVE
-from recsys.distributed import Sharding, check_sharding
 from recsys.errors import UserInputError
 from recsys.models.base import RecommenderModule
 from recsys.models.personality_features import FeatureSpace
+from recsys.models.sharding import Sharding, check_sharding, is_sharded
 
 RankBy = Literal["click", "rating"]
 N_TRAITS = len(BIG_FIVE)
@@ -203,7 +202,7 @@ class PersonalityRecommender(RecommenderModule):
         lr: Adam learning rate; init_std: N(0, init_std^2) initialization of the tables.
         eval_ks, predict_k: cut-offs of the evaluator and of `predict`.
         sharding: "none" | "table_wise" | "column_wise" | "row_wise": split the TorchRec field tables
-            across the processes of a multi-process run (`recsys.distributed`; row_wise needs nccl);
+            across the processes of a multi-process run (`recsys.models.sharding`; row_wise needs nccl);
             the MLP and heads stay replicated under DDP.
     """
 
@@ -254,7 +253,7 @@ class PersonalityRecommender(RecommenderModule):
             self.build(space, warm_users=np.bincount(train.user, minlength=train.n_users) > 0,
                        warm_items=np.bincount(train.item, minlength=train.n_items) > 0)
             self._start_at_base_rates(train)
-        if not distributed.is_sharded(self.net):
+        if not is_sharded(self.net):
             def assign(wrapped: list[nn.Module]) -> None:
                 self.net.user_tables, self.net.item_tables = wrapped
 

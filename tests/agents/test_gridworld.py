@@ -4,8 +4,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import agents  # noqa: F401  (registers the environments)
+from agents.envs.board import COIN, FEATURES, GOAL, HOUSE, ROADBLOCK, SHEEP, Board
 from agents.envs.delivery import DELIVERY_WEIGHTS
-from agents.envs.gridworld import COIN, FEATURES, GOAL, HOUSE, ROADBLOCK, SHEEP, Board, GridWorldEnv
+from agents.envs.gridworld import GridWorldEnv
 from agents.envs.random_mdp import PAPER_GRID, random_board
 
 UP, RIGHT, DOWN, LEFT = range(4)

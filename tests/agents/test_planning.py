@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from agents import planning
+from agents.envs.board import Board
 from agents.envs.delivery import delivery_board
-from agents.envs.gridworld import Board
 from agents.envs.random_mdp import random_board
 from agents.planning import TabularMDP
 

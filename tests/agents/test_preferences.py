@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
+from agents.envs.board import Board
 from agents.envs.delivery import delivery_board
-from agents.envs.gridworld import Board
 from agents.planning import TabularMDP, policy_evaluation, solve
 from agents.preferences.dataset import PreferenceDataset
 from agents.preferences.policy_set import optimal_policy_mask, sample_policy_set, transition_classes

@@ -119,8 +119,8 @@ def test_bad_arguments_are_user_errors(kwargs):
 
 
 def test_a_serving_bundle_ranks_the_slates(tmp_path):
-    from agents.envs.recsim import recommender_policy
-    from recsys.export import write_bundle
+    from agents.recommenders import recommender_policy
+    from recsys.export.embeddings import write_bundle
 
     rng = np.random.default_rng(0)
     users, items = rng.standard_normal((60, 8)).astype(np.float32), rng.standard_normal((80, 8)).astype(np.float32)

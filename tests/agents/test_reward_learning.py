@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from agents.envs.board import Board
 from agents.envs.delivery import delivery_board
-from agents.envs.gridworld import Board
 from agents.envs.random_mdp import random_board
 from agents.experiments import main as experiment_main
 from agents.planning import solve, uniform_policy

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from recsys.cli import main as recsys_main
-from recsys.compare import mean_result
 from recsys.evaluation import EvaluationResult
 from recsys.evaluation.significance import paired_t_test
+from recsys.experiments.runs import mean_result
 
 
 @pytest.fixture(scope="module")

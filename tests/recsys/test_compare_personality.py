@@ -5,8 +5,8 @@ import json
 import pytest
 
 from recsys.cli import main as recsys_main
-from recsys.compare_personality import finding
 from recsys.errors import UserInputError
+from recsys.experiments.compare_personality import finding
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

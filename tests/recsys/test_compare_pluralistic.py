@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from recsys.compare import main
+from recsys.experiments.compare import main
 from recsys.errors import UserInputError
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs/recsys/compare_pluralistic.yaml"

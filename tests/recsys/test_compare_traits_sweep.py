@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from recsys.cli import main as recsys_main
-from recsys.compare_personality_sweep import control_verdict, trend, with_value
 from recsys.data.world import WorldConfig, generate_world
 from recsys.errors import UserInputError
+from recsys.experiments.compare_personality_sweep import control_verdict, trend, with_value
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

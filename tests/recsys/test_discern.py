@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 
-from recsys.discern import main, read_sequences
 from recsys.errors import DataFormatError, UserInputError
+from recsys.experiments.discern import main, read_sequences
 from recsys.models.generative_data import leave_last_out
 from recsys.preferences.axes import SentenceTable, build_axes, matched_preference, training_preferences
 from recsys.preferences.extraction import PreferenceTimeline
@@ -130,7 +130,7 @@ def test_discern_on_the_world_writes_every_axis_and_reuses_its_checkpoints(tmp_p
     assert details["semantic_ids"]["n_items"] == 80
     assert (out / "mender" / "best.ckpt").is_file() and (out / "semantic_ids.json").is_file()
 
-    with caplog.at_level(logging.INFO, logger="recsys.discern"):
+    with caplog.at_level(logging.INFO, logger="recsys.experiments.discern"):
         assert main(["--out", str(out), *TINY, "--encoder.cache_dir", str(tmp_path / "cache")]) == 0
     assert sum("reusing" in r.message for r in caplog.records) == 2
     assert json.loads((out / "metrics.json").read_text()) == metrics
@@ -145,7 +145,7 @@ def test_real_sequences_train_and_evaluate_tiger(tmp_path, caplog):
     (tmp_path / "seq.json").write_text(json.dumps(sequences))
     (tmp_path / "ids.json").write_text(json.dumps(codes))
     out = tmp_path / "real"
-    with caplog.at_level(logging.WARNING, logger="recsys.discern"):
+    with caplog.at_level(logging.WARNING, logger="recsys.experiments.discern"):
         assert main(["--out", str(out), *TINY, "--data.sequences", str(tmp_path / "seq.json"),
                      "--data.semantic_ids", str(tmp_path / "ids.json")]) == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -24,7 +24,7 @@ import torch
 import torch.multiprocessing as mp
 
 from recsys.data.datamodule import InteractionDataModule, TripleBatches
-from recsys.distributed import RankShare
+from recsys.data.ranks import RankShare
 from recsys.evaluation import evaluate
 from recsys.models.implicit import ImplicitRecommender
 
@@ -66,7 +66,7 @@ class _Steps(pl.Callback):
 
 
 def _trainer(callbacks=()) -> pl.Trainer:
-    from recsys.distributed import TorchRecDDPStrategy
+    from recsys.training.distributed import TorchRecDDPStrategy
 
     return pl.Trainer(accelerator="cpu", devices=WORLD, strategy=TorchRecDDPStrategy(), max_steps=STEPS,
                       limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
@@ -81,8 +81,8 @@ def _worker(rank: int, port: int, out: str) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    from recsys.distributed import merge_row_updates, shard_collections
     from recsys.errors import UserInputError
+    from recsys.models.sharding import merge_row_updates, shard_collections
 
     datamodule = InteractionDataModule(**DATA)
     result: dict = {}

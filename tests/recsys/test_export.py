@@ -13,10 +13,11 @@ import pytorch_lightning as pl
 import torch
 
 from recsys import cli
-from recsys import export as export_module
 from recsys.data.datamodule import InteractionDataModule
 from recsys.errors import UserInputError
-from recsys.export import (
+from recsys.export import cli as export_cli
+from recsys.export import embeddings as export_module
+from recsys.export.embeddings import (
     ExportVerificationError,
     IndexSpec,
     SequenceTower,
@@ -200,13 +201,13 @@ def test_a_model_that_is_not_a_dot_product_is_refused():
 
 def test_unusable_checkpoints_are_named(tmp_path):
     with pytest.raises(UserInputError, match="checkpoint not found"):
-        export_module.export_checkpoint(tmp_path / "none.ckpt", tmp_path / "out")
+        export_cli.export_checkpoint(tmp_path / "none.ckpt", tmp_path / "out")
     (tmp_path / "text.ckpt").write_text("hello")
     with pytest.raises(UserInputError, match="not a readable torch checkpoint"):
-        export_module.export_checkpoint(tmp_path / "text.ckpt", tmp_path / "out")
+        export_cli.export_checkpoint(tmp_path / "text.ckpt", tmp_path / "out")
     torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
     with pytest.raises(UserInputError, match="not a prefengine checkpoint"):
-        export_module.export_checkpoint(tmp_path / "plain.ckpt", tmp_path / "out")
+        export_cli.export_checkpoint(tmp_path / "plain.ckpt", tmp_path / "out")
     assert cli.main(["export", "--ckpt", str(tmp_path / "none.ckpt"), "--out", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
 

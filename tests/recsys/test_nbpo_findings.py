@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from recsys import nbpo_findings
+from recsys.experiments import nbpo_findings
 
 
 def _test(difference: float, p: float) -> dict:

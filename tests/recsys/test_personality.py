@@ -12,7 +12,7 @@ from recsys.data.interactions import BIG_FIVE, Catalog, IdVocab, InteractionData
 from recsys.data.personality_datamodule import PersonalityDataModule, cold_user_split
 from recsys.data.profiles import read_profiles
 from recsys.errors import DataFormatError, UserInputError
-from recsys.export_personality import RankerTwin, random_profiles, user_inputs
+from recsys.export.personality import RankerTwin, random_profiles, user_inputs
 from recsys.models.personality import PersonalityNet, PersonalityRecommender, fm_interaction
 from recsys.models.personality_features import FeatureSpace
 from recsys.models.personality_metrics import pointwise_metrics

@@ -5,8 +5,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.stats import chisquare
 
+from recsys.data.sampling import NegativeSampler
 from recsys.errors import UserInputError
-from recsys.models.sampling import NegativeSampler
 
 
 def _positives(n_users=30, n_items=25, density=0.4, seed=0) -> sp.csr_matrix:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recsys.cli import main as recsys_main
-from recsys.seeds import parse_seeds, pop_seeds
+from recsys.training.seeds import parse_seeds, pop_seeds
 
 FAST = ["-c", "configs/recsys/bpr.yaml", "--data.world_preset", "toy", "--trainer.max_epochs", "2",
         "--trainer.check_val_every_n_epoch", "1", "--trainer.enable_progress_bar", "false",

@@ -128,8 +128,8 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, capsys):
 
 
 def test_attribute_vectors_and_the_id_source_choice(tmp_path):
-    from recsys.discern import attribute_vectors, id_source
-    from recsys.discern import read_sequences as discern_sequences
+    from recsys.experiments.discern import attribute_vectors, id_source
+    from recsys.experiments.discern import read_sequences as discern_sequences
 
     vectors = attribute_vectors([[7, 1], [7, 1], [7], [3]])
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)

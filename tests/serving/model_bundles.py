@@ -1,6 +1,6 @@
 """Bundles of real (tiny, trained) models for the serving tests: a personality ranker and a Mender retriever.
 
-Both are exported by the one export command (`recsys.export.export_checkpoint`, which dispatches on
+Both are exported by the one export command (`recsys.export.cli.export_checkpoint`, which dispatches on
 the checkpoint's model kind), so the tests see exactly what a user's `python -m recsys export` writes.
 """
 
@@ -39,7 +39,7 @@ def build_personality_bundle(root: Path) -> PersonalityBundle:
     import pytorch_lightning as pl
 
     from recsys.data.personality_datamodule import PersonalityDataModule
-    from recsys.export import export_checkpoint
+    from recsys.export.cli import export_checkpoint
     from recsys.models.personality import PersonalityRecommender
 
     datamodule = PersonalityDataModule(world_preset="toy", world_tastes=True, cold_user_share=0.2, batch_size=512,
@@ -79,7 +79,7 @@ def tiny_text_encoder(directory: Path) -> Path:
 def build_mender_bundle(root: Path) -> MenderBundle:
     """Mender trained a few epochs on 'item i is followed by item i + 5', where half the examples state the
     target's title as a preference."""
-    from recsys.export import export_checkpoint
+    from recsys.export.cli import export_checkpoint
     from recsys.models.generative import GenerativeRetriever
     from recsys.models.generative_data import GenerativeDataset, leave_last_out, pad_ids
     from recsys.models.semantic_ids import SemanticIds

@@ -55,7 +55,7 @@ def make_world(seed: int = 7) -> World:
 
 
 def export(world: World, out: Path, **options) -> Path:
-    from recsys.export import write_bundle
+    from recsys.export.embeddings import write_bundle
 
     return write_bundle(out, world.users, world.items, world.user_ids, world.item_ids,
                         {"title": [f"Title {i}" for i in range(N_ITEMS)], "category": world.categories},

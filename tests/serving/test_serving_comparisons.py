@@ -19,7 +19,7 @@ def pluralistic(tmp_path_factory):
     import pytorch_lightning as pl
 
     from recsys.data.datamodule import InteractionDataModule
-    from recsys.export import export_checkpoint
+    from recsys.export.cli import export_checkpoint
     from recsys.models.pluralistic import PluralisticRecommender
 
     root = tmp_path_factory.mktemp("pluralistic")

@@ -10,7 +10,7 @@ import pytest
 from model_bundles import BEAM, KINDS, MAX_HISTORY, N_ITEMS, N_USERS
 from serving_helpers import in_process_client, post_recommend
 
-from recsys.models.generative_export import OnnxGenerativeRetriever
+from recsys.export.generative import OnnxGenerativeRetriever
 
 PREFERENCES = ["Looking for dark roast coffee", "Avoid green tea"]
 

@@ -575,7 +575,7 @@ def paired_differences(a: dict[str, np.ndarray], b: dict[str, np.ndarray], ks: l
 
 
 def write_outputs(out: Path, metrics: dict, details: dict, config: DiscernConfig) -> None:
-    from recsys.discern_report import plot_axes, report_markdown
+    from recsys.experiments.discern_report import plot_axes, report_markdown
 
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out / "details.json").write_text(json.dumps({**details, "config": asdict(config)}, indent=2, default=str) + "\n")
@@ -586,12 +586,12 @@ def write_outputs(out: Path, metrics: dict, details: dict, config: DiscernConfig
 
 def run_seeds(config: DiscernConfig, out: Path, seeds: list[int]) -> dict:
     """`--seeds 0,1,2`: the whole benchmark once per seed in out/seed<k>/, then out/metrics.json with mean, sd and
-    the per-seed values of every "<variant>/<axis>/<metric>" (`recsys.seeds.summarize`), and out/report.md.
+    the per-seed values of every "<variant>/<axis>/<metric>" (`recsys.training.seeds.summarize`), and out/report.md.
 
     A seed sets the world (unless data.world fixes its own seed), the RQ-VAE, the preference sampling and the
     retrievers' training; where both variants run, Mender - TIGER is tested paired over seeds."""
     from recsys.evaluation.significance import compare_over_seeds
-    from recsys.seeds import report, summarize, write_summary
+    from recsys.training.seeds import report, summarize, write_summary
 
     flat: dict[int, dict[str, float]] = {}
     for number, seed in enumerate(seeds, 1):
@@ -634,7 +634,7 @@ def _parser():
 def main(argv: list[str]) -> int:
     from jsonargparse import ArgumentError
 
-    from recsys.seeds import pop_seeds
+    from recsys.training.seeds import pop_seeds
 
     parser = _parser()
     if any(a in ("-h", "--help") for a in argv):

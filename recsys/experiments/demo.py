@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 
-from recsys.demo_models import run_demo
-from recsys.export import export_checkpoint
-from recsys.train import quiet_lightning_warnings
+from recsys.experiments.demo_models import run_demo
+from recsys.export.cli import export_checkpoint
+from recsys.training.train import quiet_lightning_warnings
 
 
 def _free_port() -> int:

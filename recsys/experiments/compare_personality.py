@@ -1,9 +1,9 @@
 """The personality comparison: the same ranker with and without traits (and MF), warm vs cold users.
 
-    python -m recsys.compare_personality -c configs/recsys/compare_personality.yaml --out DIR
+    python -m recsys.experiments.compare_personality -c configs/recsys/compare_personality.yaml --out DIR
 
-It is `recsys.compare` (same YAML keys, the same `run_one`, `summarize` and report pieces) with
-three differences that the generic command cannot express:
+It is `recsys.experiments.compare` (same YAML keys, and the same `run_one`, `summarize` and report
+pieces of `recsys.experiments.runs`) with three differences that the generic command cannot express:
 
 - the data come from `PersonalityDataModule` (click/rating examples, profiles, cold users
   whose every row is held out), so the ranking truth has "<split>_warm" / "<split>_cold" views;
@@ -16,7 +16,7 @@ metrics.json gains "pointwise" ({model: {metric: mean}}, per seed, paired tests)
 the first model's gain in cold-user click AUC over `finding.baseline`, and its warm-user change.
 report.md gains their tables; click_auc.png plots click AUC by user group and model.
 With `sweep: {option: [values]}` the whole comparison runs once per value
-(`recsys.compare_personality_sweep`: e.g. the world's `trait_influence`, with 0 as a negative control).
+(`recsys.experiments.compare_personality_sweep`: e.g. the world's `trait_influence`, with 0 as a negative control).
 """
 
 from __future__ import annotations
@@ -30,11 +30,22 @@ from typing import Any
 import numpy as np
 import torch
 from jsonargparse import ArgumentError
+from tqdm.auto import tqdm
 
-from recsys import compare
 from recsys.data.personality_datamodule import PersonalityDataModule
 from recsys.errors import UserInputError
+from recsys.evaluation.report import plot_metric_vs_k
 from recsys.evaluation.significance import paired_comparison
+from recsys.experiments.runs import (
+    ModelSpec,
+    RunResult,
+    compare_parser,
+    load_model_spec,
+    plain,
+    point_markdown,
+    run_one,
+    summarize,
+)
 from recsys.models.personality_metrics import PointwiseResult, pointwise_metrics
 
 log = logging.getLogger(__name__)
@@ -44,8 +55,8 @@ GROUP_SPLITS = ("test", "test_warm", "test_cold")
 
 
 def _parser():
-    parser = compare._parser()
-    parser.prog = "python -m recsys.compare_personality"
+    parser = compare_parser()
+    parser.prog = "python -m recsys.experiments.compare_personality"
     parser.description = "Personality ranker with and without traits (and references), warm vs cold users."
     parser.add_argument("--experiment", type=str, default="personality", help="must be 'personality'")
     parser.add_argument("--threads", type=int, default=1,
@@ -55,7 +66,7 @@ def _parser():
     return parser
 
 
-def _best_model(spec: compare.ModelSpec, run_dir: Path):
+def _best_model(spec: ModelSpec, run_dir: Path):
     path = run_dir / "checkpoints" / "best.ckpt"
     if not path.is_file():
         raise UserInputError(f"{run_dir}: the run saved no best checkpoint (did validation run?)")
@@ -191,29 +202,29 @@ def plot_click_auc(block: dict[str, Any], path: Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    from recsys.train import log_to_console
+    from recsys.training.train import log_to_console
 
     log_to_console()
     try:
         config = _parser().parse_args(argv)
     except ArgumentError as error:
-        from recsys.train import _one_line
+        from recsys.training.train import _one_line
 
         raise UserInputError(f"compare: {_one_line(error)}") from None
     if config.experiment != "personality":
         raise UserInputError(f"compare: experiment must be 'personality', got {config.experiment!r}")
     for key in ("models", "data", "sweep", "trainer", "finding"):
-        config[key] = compare._plain(config[key])
+        config[key] = plain(config[key])
     if config.threads < 1:
         raise UserInputError(f"compare: threads must be >= 1, got {config.threads}")
     torch.set_num_threads(config.threads)
-    specs = [compare.load_model_spec(name, raw) for name, raw in config.models.items()]
+    specs = [load_model_spec(name, raw) for name, raw in config.models.items()]
     if len(specs) < 2 or not config.seeds:
         raise UserInputError("compare: give at least two models and one seed")
     for noisy in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if config.sweep:  # one comparison per value of one data option (or world field), summarized there
-        from recsys.compare_personality_sweep import run_sweep
+        from recsys.experiments.compare_personality_sweep import run_sweep
 
         return run_sweep(config, specs, run_comparison)
     run_comparison(config, specs, dict(config.data), Path(config.out))
@@ -221,28 +232,28 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def run_comparison(config, specs: list[compare.ModelSpec], data: dict[str, Any], out: Path) -> dict[str, Any]:
+def run_comparison(config, specs: list[ModelSpec], data: dict[str, Any], out: Path) -> dict[str, Any]:
     """Every model over every seed on one data set; writes metrics.json, report.md and plots to `out`."""
     out.mkdir(parents=True, exist_ok=True)
     datamodule = PersonalityDataModule(**data)
     groups = datamodule.user_groups()
-    runs: dict[str, list[compare.RunResult]] = {}
+    runs: dict[str, list[RunResult]] = {}
     pointwise: dict[str, list[PointwiseResult]] = {}
-    progress = compare.tqdm(total=len(specs) * len(config.seeds), desc="compare", unit="run")
+    progress = tqdm(total=len(specs) * len(config.seeds), desc="compare", unit="run")
     for spec in specs:
         runs[spec.name], pointwise[spec.name] = [], []
         for seed in config.seeds:
             progress.set_postfix_str(f"{spec.name} seed {seed}")
             run_dir = out / "runs" / spec.name / f"seed{seed}"
-            runs[spec.name].append(compare.run_one(datamodule, spec, seed, run_dir, dict(config.trainer),
+            runs[spec.name].append(run_one(datamodule, spec, seed, run_dir, dict(config.trainer),
                                                    config.monitor, config.patience, list(config.ks)))
             model = _best_model(spec, run_dir)
             pointwise[spec.name].append(pointwise_metrics(model, datamodule.pointwise_truth("test"), groups))
             progress.update()
     progress.close()
 
-    block, averaged = compare.summarize(runs, list(config.ks))
-    ranking_markdown = compare._point_markdown(block, averaged, config.metric, list(config.seeds))
+    block, averaged = summarize(runs, list(config.ks))
+    ranking_markdown = point_markdown(block, averaged, config.metric, list(config.seeds))
     means = {name: _mean_pointwise(results) for name, results in pointwise.items()}
     point_block = {name: dict(sorted(result.metrics.items())) for name, result in means.items()}
     point_block["per_seed"] = {name: {k: [r.metrics[k] for r in results] for k in means[name].metrics}
@@ -260,7 +271,7 @@ def run_comparison(config, specs: list[compare.ModelSpec], data: dict[str, Any],
                        "monitor": config.monitor, "patience": config.patience, "ks": list(config.ks),
                        "threads": config.threads}
     (out / "metrics.json").write_text(json.dumps(block, indent=2, default=float) + "\n")
-    compare.plot_metric_vs_k(averaged, out / "metric_vs_k.png", metrics=("ndcg", "recall", "precision", "mrr"))
+    plot_metric_vs_k(averaged, out / "metric_vs_k.png", metrics=("ndcg", "recall", "precision", "mrr"))
     plot_click_auc(point_block, out / "click_auc.png")
     verdict = block["finding"]
     markdown = [f"# Personality comparison: {', '.join(names)}", "",

@@ -5,7 +5,7 @@ Any recommender LightningModule (`model.class_path`) trains on an `InteractionDa
 Everything a run writes lands under `--trainer.default_root_dir`: `checkpoints/`, `logs/` (CSV),
 `config.yaml` and `metrics.json` (flat "<split>/<metric>@<k>" keys). `fit` ends by validating
 and testing the best checkpoint; `predict` writes `predictions.csv` (user, rank, item, score).
-`--trainer.strategy ddp --trainer.devices N` runs N processes (`recsys.distributed`); rank 0
+`--trainer.strategy ddp --trainer.devices N` runs N processes (`recsys.training.distributed`); rank 0
 writes the files.
 Errors a user can cause raise `UserInputError` with one line of explanation.
 """
@@ -29,11 +29,12 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.loggers import CSVLogger
 
 from recsys.data.datamodule import InteractionDataModule
-from recsys.distributed import TorchRecDDPStrategy, all_gather_rows
+from recsys.data.ranks import all_gather_rows
 from recsys.errors import UserInputError
 from recsys.models.base import METRIC_KEY
-from recsys.seeds import pop_seeds, report, summarize, write_summary
-from recsys.selection import ValidationCurve, selection_record
+from recsys.training.distributed import TorchRecDDPStrategy
+from recsys.training.seeds import pop_seeds, report, summarize, write_summary
+from recsys.training.selection import ValidationCurve, selection_record
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ def log_to_console() -> None:
 def main(argv: list[str]) -> int:
     """`argv` starts with the subcommand: fit, validate, test or predict.
 
-    `fit --seeds 0,1,2` fits once per seed (`recsys.seeds`) and writes mean ± sd over them.
+    `fit --seeds 0,1,2` fits once per seed (`recsys.training.seeds`) and writes mean ± sd over them.
     """
     log_to_console()
     quiet_lightning_warnings()

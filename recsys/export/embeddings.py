@@ -1,12 +1,12 @@
-"""Checkpoint -> serving bundle (`python -m recsys export --ckpt PATH --out DIR [--index flat|hnsw|ivf|ivfpq]`).
+"""The embedding bundle: towers, faiss index, tables and manifest, written and verified atomically.
 
-One command for every model: `export_checkpoint` reads the checkpoint's model kind and hands a
-personality ranker to `recsys.export_personality` (adds the ranker graph for new users) and a
-TIGER/Mender retriever to `recsys.models.generative_export` (adds the generative graphs); both
-build on `write_bundle` below through its `extra_files` and `manifest_sections`.
+Every exporter builds on `write_bundle`: an embedding recommender's bundle is exactly this
+(`export_embeddings`); the personality ranker (`recsys.export.personality`) and TIGER/Mender
+(`recsys.export.generative`) add their own graphs through its `extra_files` and
+`manifest_sections`. The command that picks the exporter by model kind is `recsys.export.cli`.
 
-A bundle is the only thing `serving` reads (its layout is documented in `serving/bundle.py`;
-file names are repeated here because `recsys` never imports `serving`). Export:
+A bundle is the only thing `serving` reads (its layout is documented in `serving/bundle.py`; the
+manifest's format, names and checksums are `bundleformat.manifest`, shared with the server). Export:
 
 1. takes the user and item vectors of an embedding model (score = dot product);
 2. builds plain `nn.Embedding` twins of the TorchRec tables with the same weights - a user tower
@@ -22,7 +22,6 @@ file names are repeated here because `recsys` never imports `serving`). Export:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
 import hashlib
@@ -45,6 +44,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from bundleformat.manifest import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
 from bundleformat.signature import key_from_env as bundle_key_from_env
 from bundleformat.signature import sign_manifest
 from recsys.data.interactions import Catalog, IdVocab
@@ -52,8 +52,6 @@ from recsys.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
-FORMAT = "prefengine-bundle"
-FORMAT_VERSION = 1
 OPSET = 20
 TOLERANCE = 1e-5
 VERIFY_K = 10
@@ -285,14 +283,6 @@ def _verify_index(index, spec: IndexSpec, queries: np.ndarray, item_vectors: np.
 # ---------------------------------------------------------------------------------------------
 # writing the bundle
 # ---------------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_npy(path: Path, array: np.ndarray) -> None:
     np.save(path, np.ascontiguousarray(array), allow_pickle=False)
 
@@ -463,7 +453,7 @@ def write_bundle(out_dir: Path | str, user_vectors, item_vectors, vocab_users: S
             key = bundle_key_from_env()
             if key is not None:  # PREFENGINE_BUNDLE_KEY: serving then refuses bundles without this signature
                 manifest = sign_manifest(manifest, key)
-            _write_json(work / "manifest.json", manifest)
+            _write_json(work / MANIFEST, manifest)
             bar.update()
         _publish(work, out_dir, overwrite)
     except BaseException:
@@ -485,7 +475,7 @@ def _copy_extra_files(work: Path, extra_files: Mapping[str, Path]) -> None:
         source = Path(source)
         if not name or Path(name).name != name or name.startswith("."):
             raise UserInputError(f"extra bundle file name {name!r} must be a plain file name")
-        if (work / name).exists() or name == "manifest.json":
+        if (work / name).exists() or name == MANIFEST:
             raise UserInputError(f"extra bundle file {name!r} would replace a file of the bundle itself")
         if not source.is_file():
             raise UserInputError(f"extra bundle file {name!r}: {source} is not a file")
@@ -577,41 +567,7 @@ def _check_dot_product(model, user_vectors: torch.Tensor, item_vectors: torch.Te
     return error
 
 
-def export_checkpoint(ckpt_path: Path | str, out_dir: Path | str, index_spec: IndexSpec | None = None,
-                      model_name: str | None = None, bundle_version: str | None = None,
-                      verify_sample: int | None = None, tolerance: float | None = None, overwrite: bool = False,
-                      seed: int = 0, text_model: str | None = None) -> Path:
-    """Export any prefengine checkpoint as a serving bundle, by its model kind.
-
-    "personality": the embedding bundle of its exact score rows plus the ranker graph for new users
-    (`recsys.export_personality`); "generative-tiger" / "generative-mender": plus the encoder,
-    decoder-step (and text encoder) graphs (`recsys.models.generative_export`; `text_model`
-    overrides the checkpoint's sentence encoder); any other embedding recommender: the two towers.
-    `verify_sample` and `tolerance` default to each exporter's own (None).
-    """
-    ckpt_path = Path(ckpt_path)
-    kind = str(checkpoint_block(ckpt_path)["model_kind"])
-    if kind == "personality":
-        from recsys.export_personality import export_personality
-
-        return export_personality(ckpt_path, out_dir, model_name, bundle_version, verify_sample or 256,
-                                  tolerance or TOLERANCE, overwrite, seed, index_spec=index_spec)
-    if kind == "pluralistic":
-        from recsys.export_pluralistic import export_pluralistic
-
-        return export_pluralistic(ckpt_path, out_dir, model_name, bundle_version, verify_sample or 256,
-                                  tolerance or TOLERANCE, overwrite, seed, index_spec=index_spec)
-    if kind.startswith("generative-"):
-        from recsys.models.generative_export import GENERATIVE_TOLERANCE, export_generative
-
-        return export_generative(ckpt_path, out_dir, verify_sample or 32, tolerance or GENERATIVE_TOLERANCE,
-                                 overwrite, seed, text_model_name=text_model, model_name=model_name,
-                                 bundle_version=bundle_version, index_spec=index_spec)
-    return _export_embeddings(ckpt_path, out_dir, index_spec, model_name, bundle_version, verify_sample or 256,
-                              tolerance or TOLERANCE, overwrite, seed)
-
-
-def _export_embeddings(ckpt_path: Path, out_dir: Path | str, index_spec: IndexSpec | None, model_name: str | None,
+def export_embeddings(ckpt_path: Path, out_dir: Path | str, index_spec: IndexSpec | None, model_name: str | None,
                        bundle_version: str | None, verify_sample: int, tolerance: float, overwrite: bool,
                        seed: int) -> Path:
     """An embedding recommender (score = user . item, e.g. ImplicitRecommender): the two towers."""
@@ -638,63 +594,5 @@ def _export_embeddings(ckpt_path: Path, out_dir: Path | str, index_spec: IndexSp
         tolerance=tolerance, overwrite=overwrite, seed=seed)
 
 
-# ---------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    defaults = IndexSpec()
-    parser = argparse.ArgumentParser(prog="python -m recsys export",
-                                     description="Turn a checkpoint into a serving bundle (ONNX towers + faiss index + "
-                                                 "catalog; plus the ranker graph of a personality model, the generative "
-                                                 "graphs of a TIGER/Mender model).")
-    parser.add_argument("--ckpt", required=True, type=Path,
-                        help="prefengine checkpoint: embedding recommender, personality ranker or TIGER/Mender")
-    parser.add_argument("--out", required=True, type=Path, help="bundle directory to create")
-    parser.add_argument("--index", choices=INDEX_KINDS, default="flat",
-                        help="faiss index: exact flat (default), HNSW, IVF-Flat or IVF-PQ")
-    parser.add_argument("--hnsw-m", type=int, default=defaults.hnsw_m, help="HNSW links per node")
-    parser.add_argument("--ef-construction", type=int, default=defaults.ef_construction, help="HNSW build breadth")
-    parser.add_argument("--ef-search", type=int, default=defaults.ef_search, help="HNSW search breadth")
-    parser.add_argument("--nlist", type=int, default=None, help="IVF lists (default about 4 sqrt(n_items))")
-    parser.add_argument("--nprobe", type=int, default=defaults.nprobe, help="IVF lists visited per query")
-    parser.add_argument("--pq-m", type=int, default=defaults.pq_m, help="IVF-PQ codes per vector (divides the dimension)")
-    parser.add_argument("--pq-bits", type=int, default=defaults.pq_bits, help="IVF-PQ bits per code")
-    parser.add_argument("--min-recall", type=float, default=defaults.min_recall,
-                        help="fail when an approximate index's recall@10 vs exact is below this")
-    parser.add_argument("--name", default=None, help="model name in the manifest (default: the model kind)")
-    parser.add_argument("--version", dest="bundle_version", default=None,
-                        help="bundle version (default: <name>-<UTC time>-<content hash>)")
-    parser.add_argument("--verify-sample", type=int, default=None,
-                        help="users checked for ONNX and faiss parity (default 256; 32 queries for TIGER/Mender)")
-    parser.add_argument("--tolerance", type=float, default=None,
-                        help="largest |ONNX - torch| accepted (default 1e-5; 1e-4 for TIGER/Mender)")
-    parser.add_argument("--text-encoder", default=None,
-                        help="Mender: sentence encoder to export (default: the one the checkpoint was trained with)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the verification sample")
-    parser.add_argument("--force", action="store_true", help="replace an existing bundle directory")
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    log.setLevel(logging.INFO)
-    spec = IndexSpec(kind=args.index, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
-                     ef_search=args.ef_search, nlist=args.nlist, nprobe=args.nprobe, pq_m=args.pq_m,
-                     pq_bits=args.pq_bits, min_recall=args.min_recall)
-    out = export_checkpoint(args.ckpt, args.out, spec, model_name=args.name, bundle_version=args.bundle_version,
-                            verify_sample=args.verify_sample, tolerance=args.tolerance, overwrite=args.force,
-                            seed=args.seed, text_model=args.text_encoder)
-    manifest = json.loads((out / "manifest.json").read_text())
-    summary = {"bundle": str(out), "bundle_version": manifest["bundle_version"], "model_kind": manifest["model"]["kind"],
-               "n_items": manifest["n_items"], "n_users": manifest["n_users"],
-               "index": {k: v for k, v in manifest["index"].items()}, "graphs": sorted(manifest["graphs"]),
-               "verification": manifest["verification"]}
-    if "generative" in manifest:
-        summary["generative"] = {k: manifest["generative"][k] for k in ("variant", "level_sizes", "verification")}
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
 __all__ = ["ExportVerificationError", "IndexSpec", "SequenceTower", "UserTower", "build_index", "checkpoint_block",
-           "export_checkpoint", "export_onnx", "load_recommender", "main", "save_npy", "sha256_file", "write_bundle"]
+           "export_embeddings", "export_onnx", "load_recommender", "save_npy", "write_bundle"]

@@ -1,6 +1,6 @@
 """Export of a pluralistic recommender: the embedding bundle plus its prototypes, for placing new users.
 
-The towers, index and tables are those of any embedding model (`recsys.export.write_bundle`), with
+The towers, index and tables are those of any embedding model (`recsys.export.embeddings.write_bundle`), with
 the item bias folded in as one more coordinate. Added: `prototypes.npy` (K, d + 1) and the manifest
 section "pluralistic" (prior logits, placement prior, recommended comparisons) that
 `bundleformat.pluralistic` places a new user with. Before writing, the export checks that the numpy
@@ -16,8 +16,8 @@ import numpy as np
 
 from bundleformat.pluralistic import PROTOTYPES_FILE, SECTION, Placement
 from recsys.errors import UserInputError
-from recsys.export import (ExportVerificationError, IndexSpec, _check_dot_product, load_recommender,
-                           save_npy, sha256_file, write_bundle)
+from recsys.export.embeddings import (ExportVerificationError, IndexSpec, _check_dot_product, load_recommender,
+                                     save_npy, sha256_file, write_bundle)
 
 
 def placement_section(model) -> dict:

@@ -2,7 +2,7 @@
 
     python -m recsys export --ckpt PATH --out DIR [--force]     (dispatches here by the model kind)
 
-The bundle is `recsys.export.write_bundle`'s (the standard embedding bundle, verified there: ONNX user tower and
+The bundle is `recsys.export.embeddings.write_bundle`'s (the standard embedding bundle, verified there: ONNX user tower and
 exact faiss top-K), built from the ranker's exact scores as an inner product: the user vectors
 are every vocabulary user's score row (warm users with their id, cold users from their profile)
 and the item vectors one-hot, so the service ranks known users exactly as the model does.
@@ -39,15 +39,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from bundleformat.manifest import sha256_file
 from recsys.data.interactions import BIG_FIVE
 from recsys.errors import UserInputError
-from recsys.export import (
+from recsys.export.embeddings import (
     TOLERANCE,
     ExportVerificationError,
     IndexSpec,
     export_onnx,
     load_recommender,
-    sha256_file,
     write_bundle,
 )
 from recsys.models.personality import PersonalityRecommender, fm_interaction

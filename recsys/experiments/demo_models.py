@@ -1,6 +1,6 @@
 """The recommender part of `make demo`: BPR and NBPO on the noisy preference world, judged on observed and clean labels.
 
-    from recsys.demo_models import run_demo
+    from recsys.experiments.demo_models import run_demo
     table = run_demo("artifacts/demo")      # trains, evaluates, prints and returns the table
 
 Both models train on the same split of the world of configs/recsys/compare_noisy.yaml (the `small`
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from recsys.compare import load_model_spec, run_one
 from recsys.data.datamodule import InteractionDataModule
+from recsys.experiments.runs import load_model_spec, run_one
 
 CONFIGS = {"BPR": "configs/recsys/bpr.yaml", "NBPO": "configs/recsys/nbpo.yaml"}
 COLUMNS = ("test/ndcg@20", "clean/ndcg@20", "test/recall@20", "clean/recall@20")

@@ -2,7 +2,7 @@
 
     python -m recsys export --ckpt DIR/mender/best.ckpt --out artifacts/bundles/mender   (dispatches here by model kind)
 
-The bundle is the embedding bundle of `recsys.export.write_bundle` (so every server reads it and
+The bundle is the embedding bundle of `recsys.export.embeddings.write_bundle` (so every server reads it and
 can answer without preferences: item vectors = the sum of an item's semantic-ID token
 embeddings, user vectors = the mean over the user's training items) plus:
 
@@ -24,7 +24,7 @@ manifest) and a "generative" section in manifest.json (variant, level sizes and 
 history and preference limits, beam size, the text encoder's tokenizer settings). Decoding:
 history (-1 padded on the left, most recent last) -> encoder; then for each level l the decoder
 step on [BOS, codes so far + offsets], keep logits[offsets[l]: offsets[l] + level_sizes[l]], and
-run the trie-constrained beam search of `recsys.models.beam_search` (`OnnxGenerativeRetriever`
+run the trie-constrained beam search of `bundleformat.beam_search` (`OnnxGenerativeRetriever`
 does exactly this with ONNX Runtime). Export verifies itself: text embeddings, encoder memory,
 decoder logits and the top-K items of the ONNX path must equal the torch model's, else nothing
 is written.
@@ -42,9 +42,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from bundleformat.beam_search import PrefixTrie, beam_search
+from bundleformat.manifest import sha256_file
 from recsys.errors import UserInputError
-from recsys.export import ExportVerificationError, IndexSpec, export_onnx, save_npy, sha256_file, write_bundle
-from recsys.models.beam_search import PrefixTrie, beam_search
+from recsys.export.embeddings import (
+    ExportVerificationError,
+    IndexSpec,
+    export_onnx,
+    save_npy,
+    write_bundle,
+)
 from recsys.models.generative import BOS, PAD, GenerativeRetriever
 
 log = logging.getLogger(__name__)

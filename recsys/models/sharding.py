@@ -1,23 +1,19 @@
-"""Training on more than one process: who does which share, evaluation across ranks, sharded tables.
+"""Model parallel: TorchRec embedding tables sharded across the processes of a run.
 
-Data parallel (`--trainer.strategy ddp --trainer.devices N`): every rank builds the same data and
-the same model; the DataModule hands rank r its own share of each epoch (`RankShare`), DDP
-averages the gradients, and evaluation ranks each user on exactly one rank and gathers the top-K
-lists (`evaluate_across_ranks`), so the metrics equal a single process's for the same weights.
-
-Model parallel (`model.sharding: table_wise | column_wise`): the TorchRec `EmbeddingBagCollection`s
+With `model.sharding: table_wise | column_wise` the TorchRec `EmbeddingBagCollection`s
 of a model are wrapped in `DistributedModelParallel` (`shard_collections`). TorchRec's planner
 offers only the *fused* kernel for sharded tables on CPU, which binds an optimizer into the
 backward pass; we write the plan by hand with the *dense* kernel instead, so the shards stay
 ordinary parameters that the LightningModule's own optimizer steps, exactly as without sharding.
 TorchRec already divides the shards' gradients by the world size, matching DDP's averaging of the
-dense parameters. DDP must leave the shards alone (`ignore_in_ddp`); a model whose every parameter
-is sharded has nothing for DDP to do, which plain DDP refuses, hence `TorchRecDDPStrategy`.
+dense parameters. DDP must leave the shards alone (`ignore_in_ddp`; a model whose every parameter
+is sharded needs `recsys.training.distributed.TorchRecDDPStrategy`).
 Row-wise sharding needs reduce-scatter, which gloo (the CPU backend) lacks; it runs on nccl.
 
 Checkpoints of a sharded model hold plain full tensors under the unsharded names
 (`plain_state_dict`), so they load, test and export in a single process; `load_plain_tables`
-puts such tensors back into the shards.
+puts such tensors back into the shards. Who trains on which rows is `recsys.data.ranks`;
+evaluation across processes is `recsys.evaluation.across_ranks`.
 """
 
 from __future__ import annotations
@@ -32,9 +28,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.distributed as dist
-from pytorch_lightning.strategies import DDPStrategy, StrategyRegistry
 from torch import nn
 
+from recsys.data.ranks import rank_and_world
 from recsys.errors import UserInputError
 
 log = logging.getLogger(__name__)
@@ -43,76 +39,7 @@ Sharding = Literal["none", "table_wise", "column_wise", "row_wise"]
 SHARDINGS = ("none", "table_wise", "column_wise", "row_wise")
 
 
-# --- who am I -----------------------------------------------------------------------------------
-def rank_and_world() -> tuple[int, int]:
-    """(rank, world size) of the default process group; (0, 1) without one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class RankShare:
-    """Which part of an epoch's rows rank `rank` of `world` trains on.
-
-    Global batch b of an epoch is rows order[b*W*B:(b+1)*W*B] of the epoch's permutation, the
-    batch a single process would take with batch size W*B; rank r takes its r-th slice of B
-    rows. The last global batch is split evenly (its n mod W leftover rows, or all of it when it
-    holds fewer than W rows, wait for another epoch's permutation), so every rank takes the same
-    number of steps with equally many rows, and DDP's gradient average is the gradient of the
-    mean over the global batch (for a loss that is a mean over rows).
-    """
-
-    def __init__(self, n_rows: int, batch_size: int, rank: int = 0, world: int = 1):
-        if not 0 <= rank < world:
-            raise ValueError(f"rank {rank} outside a world of {world}")
-        if n_rows < world:
-            raise UserInputError(f"{n_rows} training rows cannot be shared among {world} processes")
-        self.n_rows, self.batch_size, self.rank, self.world = n_rows, batch_size, rank, world
-        width = batch_size * world
-        tail = n_rows % width
-        self.n_batches = n_rows // width + (tail >= world)
-        self.dropped_per_epoch = tail % world if tail >= world else tail
-
-    def __len__(self) -> int:
-        return self.n_batches
-
-    def rows(self, order: np.ndarray, batch: int) -> np.ndarray:
-        """Rank's rows of global batch `batch`, as positions into the permutation `order`."""
-        width = self.batch_size * self.world
-        start = batch * width
-        size = min(width, self.n_rows - start) // self.world if batch == self.n_batches - 1 else self.batch_size
-        first = start + self.rank * size
-        return order[first:first + size]
-
-    def seed_index(self, batch: int) -> int:
-        """A per-(rank, batch) stream index; equal to `batch` in a single process."""
-        return batch * self.world + self.rank
-
-
-def trainer_rank_and_world(trainer) -> tuple[int, int]:
-    """(global rank, world size) a Lightning trainer runs with; (0, 1) without a trainer."""
-    if trainer is None:
-        return 0, 1
-    return int(trainer.global_rank), int(trainer.world_size)
-
-
-# --- collectives on numpy arrays ------------------------------------------------------------------
-def all_gather_rows(array: np.ndarray) -> list[np.ndarray]:
-    """Every rank's `array` (same trailing shape and dtype, any number of rows), in rank order."""
-    _, world = rank_and_world()
-    if world == 1:
-        return [array]
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    counts = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
-    dist.all_gather(counts, torch.tensor([len(array)], dtype=torch.int64))
-    longest = int(max(c.item() for c in counts))
-    padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype)
-    padded[:len(tensor)] = tensor
-    gathered = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(gathered, padded)
-    return [g[:int(c.item())].numpy() for g, c in zip(gathered, counts)]
-
-
+# --- table updates of the compiled engine --------------------------------------------------------
 def merge_row_updates(weight: torch.Tensor, start: torch.Tensor) -> None:
     """Merge each rank's in-place updates of a table since `start` into one table, on every rank.
 
@@ -127,37 +54,6 @@ def merge_row_updates(weight: torch.Tensor, start: torch.Tensor) -> None:
     dist.all_reduce(delta)
     dist.all_reduce(touched)
     weight.detach().copy_(start + delta / touched.clamp_min(1.0).unsqueeze(1))
-
-
-# --- evaluation ------------------------------------------------------------------------------------
-def rank_share_and_gather(scorer: Callable[[np.ndarray], Any], users: np.ndarray, k: int, candidates, n_items: int,
-                          batch_size: int, progress: bool = False) -> list[np.ndarray]:
-    """`rank_users` with each user ranked on one process only, the top-K lists all-gathered.
-
-    `users` is the same sorted array on every process; each ranks its contiguous share (the last
-    share padded with a repeated user, so every process calls the scorer equally often: sharded
-    lookups are collective), and the shares are concatenated in rank order on every process.
-    """
-    from recsys.evaluation.ranking import rank_users
-
-    rank, world = rank_and_world()
-    per_rank = -(-len(users) // world)
-    mine = users[rank * per_rank:(rank + 1) * per_rank]
-    real = len(mine)
-    if real < per_rank:
-        mine = np.concatenate([mine, np.full(per_rank - real, users[-1], dtype=users.dtype)])
-    ranked = rank_users(scorer, mine, k, candidates, n_items, batch_size, progress and rank == 0)
-    return [np.concatenate(all_gather_rows(top[:real])) for top in ranked]
-
-
-def evaluate_across_ranks(scorer: Callable[[np.ndarray], Any], truth, exclude, ks):
-    """`recsys.evaluation.evaluate` (full ranking) split over the processes; every process gets the
-    metrics from the same gathered lists, so they equal a single process's exactly."""
-    from recsys.evaluation import evaluate
-
-    result = evaluate(scorer, truth, exclude, ks, rank=rank_share_and_gather)
-    result.protocol["processes"] = rank_and_world()[1]
-    return result
 
 
 # --- sharding ----------------------------------------------------------------------------------------
@@ -349,27 +245,3 @@ def load_plain_tables(module: nn.Module, state: dict[str, Any]) -> None:
         prefix = path + "."
         tables = {key[len(prefix):]: state.pop(key) for key in list(state) if key.startswith(prefix)}
         wrapper.load_state_dict(tables)
-
-
-class TorchRecDDPStrategy(DDPStrategy):
-    """DDP that leaves TorchRec shards to TorchRec, and skips the DDP wrapper when nothing is left to sync.
-
-    Plain DDP raises for a module without a parameter to all-reduce, which is the case of a
-    matrix factorization whose every table is sharded.
-    """
-
-    strategy_name = "ddp_torchrec"
-
-    def _setup_model(self, model: nn.Module) -> nn.Module:
-        ignored = set(getattr(model, "_ddp_params_and_buffers_to_ignore", ()))
-        if not any(p.requires_grad and n not in ignored for n, p in model.named_parameters()):
-            return model
-        return super()._setup_model(model)
-
-    @classmethod
-    def register_strategies(cls, strategy_registry) -> None:
-        strategy_registry.register(cls.strategy_name, cls, description="DDP that leaves TorchRec shards alone")
-
-
-if TorchRecDDPStrategy.strategy_name not in StrategyRegistry:
-    TorchRecDDPStrategy.register_strategies(StrategyRegistry)

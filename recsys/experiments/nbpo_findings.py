@@ -1,7 +1,7 @@
 """NBPO's findings as committed JSON, and the docs' tables made from it.
 
-    python -m recsys.nbpo_findings distill hidden_likes --metrics artifacts/compare/hidden/metrics.json
-    python -m recsys.nbpo_findings render          # rewrites the marked tables of docs/results.md
+    python -m recsys.experiments.nbpo_findings distill hidden_likes --metrics artifacts/compare/hidden/metrics.json
+    python -m recsys.experiments.nbpo_findings render          # rewrites the marked tables of docs/results.md
 
 `distill` reads a `python -m recsys compare` metrics.json and writes docs/results/nbpo_<name>.json:
 the exact command, data sizes (rebuilt from the compare config), seeds, per-seed values, paired tests
@@ -256,7 +256,7 @@ def render(docs: Path = DOCS, results: Path = RESULTS_DIR) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m recsys.nbpo_findings", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m recsys.experiments.nbpo_findings", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     make = sub.add_parser("distill", help="metrics.json of a compare run -> docs/results/nbpo_<name>.json")

@@ -3,7 +3,7 @@
     python -m recsys compare -c configs/recsys/compare_traits_sweep.yaml --out DIR
 
 `sweep: {trait_influence: [0, 0.2, 0.4, 0.8]}` runs the whole personality comparison once per
-value (`recsys.compare_personality.run_comparison`, written to DIR/<option>=<value>/). The option
+value (`recsys.experiments.compare_personality.run_comparison`, written to DIR/<option>=<value>/). The option
 is a data option, or a preference-world field (set through `data.world_options`). Only the world's
 tastes change between points: the population, catalog and split draw the same random numbers.
 
