@@ -25,7 +25,9 @@ import numpy as np
 SECTION = "pluralistic"
 PROTOTYPES_FILE = "prototypes.npy"
 MAX_ITERATIONS = 100
-GRADIENT_TOLERANCE = 1e-10
+GRADIENT_TOLERANCE = 1e-9
+# Float64 rounding of the objective: a step that changes it by less than this is not rejected.
+ROUNDING = 1e-12
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -61,10 +63,10 @@ def place(diff: np.ndarray, z0: np.ndarray, prior: float) -> np.ndarray:
         except np.linalg.LinAlgError:  # not convex here: the Gauss-Newton step always descends
             step = -np.linalg.solve(gauss_newton, gradient)
         size = 1.0
-        for _ in range(40):  # backtracking (Armijo)
+        for _ in range(30):  # backtracking (Armijo), with slack for rounding near the optimum
             candidate = z + size * step
             new_value = _objective(candidate, diff, z0, prior)
-            if new_value <= value + 1e-4 * size * float(gradient @ step):
+            if new_value <= value + 1e-4 * size * float(gradient @ step) + ROUNDING * (1.0 + abs(value)):
                 break
             size *= 0.5
         else:
