@@ -53,8 +53,9 @@ class Filters(Strict):
 
 
 TraitScore = Annotated[float, Field(allow_inf_nan=False, ge=-TRAIT_BOUND, le=TRAIT_BOUND)] | None
+# strict: a JSON string never becomes the number (a 300-digit string must be a 422, not a float).
 DemographicValue = Annotated[str, Field(max_length=256), PlainText] | Annotated[
-    float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)] | None
+    float, Field(strict=True, allow_inf_nan=False, ge=-1e12, le=1e12)] | None
 
 
 class Traits(Strict):
