@@ -16,8 +16,6 @@ from pathlib import Path
 
 from recsys.export.embeddings import INDEX_KINDS, TOLERANCE, IndexSpec, checkpoint_block, export_embeddings
 
-log = logging.getLogger(__name__)
-
 
 def export_checkpoint(ckpt_path: Path | str, out_dir: Path | str, index_spec: IndexSpec | None = None,
                       model_name: str | None = None, bundle_version: str | None = None,
@@ -91,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    log.setLevel(logging.INFO)
+    # the embedding bundle writer's one-line summary ("wrote bundle ..."), as before the split into modules
+    logging.getLogger("recsys.export.embeddings").setLevel(logging.INFO)
     spec = IndexSpec(kind=args.index, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
                      ef_search=args.ef_search, nlist=args.nlist, nprobe=args.nprobe, pq_m=args.pq_m,
                      pq_bits=args.pq_bits, min_recall=args.min_recall)
