@@ -150,8 +150,8 @@ COMMANDS: dict[str, Run] = {
             makes="hidden_ml100k_compare"),
     "python -m recsys.experiments.nbpo_findings distill ml100k_hidden --metrics artifacts/compare/hidden_ml100k/metrics.json":
         Run("--out artifacts/nbpo_ml100k_hidden.json", needs=("hidden_ml100k_compare",)),
-    "python -m recsys fit -c configs/recsys/bpr_movielens.yaml --data.path artifacts/ml1m-world/ratings.dat": Run(
-        "--trainer.max_epochs 1 --trainer.enable_progress_bar false", needs=("ml1m_world",)),
+    "python -m recsys fit -c configs/recsys/bpr_movielens.yaml --data.path artifacts/ml1m-world/ratings.dat "
+    "--seeds 0,1,2": Run("--trainer.max_epochs 1 --trainer.enable_progress_bar false --seeds 0", needs=("ml1m_world",)),
     "python -m recsys fit -c configs/recsys/popularity.yaml --data.path artifacts/ml1m-world/ratings.dat "
     "--data.format movielens --model.init_args.eval_ks \"[10, 20]\" "
     "--trainer.default_root_dir artifacts/runs/popularity_movielens": Run(

@@ -21,7 +21,8 @@ COMMAND = ("python -m recsys.data.world_movielens --out artifacts/findings/bpr_m
            "--model.init_args.eval_ks '[10, 20]' --trainer.default_root_dir artifacts/findings/bpr_movielens/popularity")
 SHORT_COMMAND = ("`python -m recsys fit -c configs/recsys/bpr_movielens.yaml --seeds 0,1,2` and `popularity.yaml` on the files "
                  "`python -m recsys.data.world_movielens` writes")
-# One seed measured 154 s wall in all (world about 10 s, BPR 200 epochs); three seeds of BPR.
+# One seed: 154 s wall in all (world about 10 s, BPR 200 epochs). Three seeds of BPR: 408 s of CPU,
+# 22 min wall at load average 9-11.
 FULL_MINUTES = 10
 SEEDS = "0,1,2"
 RULE = ("BPR's test NDCG@10 and Recall@10 are above popularity's in every seed (0, 1, 2: initialization and "
@@ -99,8 +100,6 @@ def quick_direction(payload: dict[str, Any]) -> bool:
 
 def tables(payload: dict[str, Any]) -> dict[str, str]:
     numbers = payload["numbers"]
-    if "seeds" not in numbers["bpr"]:  # the single-run JSON, until the run over seeds lands
-        return _single_run_tables(payload)
     names = {"recall@10": "Recall@10", "ndcg@10": "NDCG@10", "mrr@10": "MRR@10", "hit_rate@10": "Hit@10",
              "precision@10": "Precision@10", "recall@20": "Recall@20", "ndcg@20": "NDCG@20"}
     lines = ["| model (test split) | " + " | ".join(names.values()) + " |", "|---|" + "---|" * len(names)]
@@ -113,14 +112,3 @@ def tables(payload: dict[str, Any]) -> dict[str, str]:
                  + " | ".join(f"{numbers['popularity']['test'][m]:.4f}" for m in METRICS) + " |")
     return {"table": "\n".join(lines)}
 
-
-def _single_run_tables(payload: dict[str, Any]) -> dict[str, str]:
-    numbers = payload["numbers"]
-    names = {"recall@10": "Recall@10", "ndcg@10": "NDCG@10", "mrr@10": "MRR@10", "hit_rate@10": "Hit@10",
-             "precision@10": "Precision@10", "recall@20": "Recall@20", "ndcg@20": "NDCG@20"}
-    lines = ["| model (test split) | " + " | ".join(names.values()) + " |", "|---|" + "---|" * len(names)]
-    epoch = numbers["bpr"].get("best_epoch")
-    label = "BPR, `bpr_movielens.yaml`" + (f" (best epoch {epoch})" if epoch is not None else "")
-    for model, title in (("bpr", label), ("popularity", "popularity")):
-        lines.append(f"| {title} | " + " | ".join(f"{numbers[model]['test'][m]:.4f}" for m in METRICS) + " |")
-    return {"table": "\n".join(lines)}
