@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from bundleformat.pluralistic import SECTION, Placement
 from bundleformat.manifest import BundleError
+from bundleformat.pluralistic import SECTION, Placement
 from serving.bundle import BundleData, _load_array
 
 

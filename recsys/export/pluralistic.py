@@ -16,8 +16,15 @@ import numpy as np
 
 from bundleformat.pluralistic import PROTOTYPES_FILE, SECTION, Placement
 from recsys.errors import UserInputError
-from recsys.export.embeddings import (ExportVerificationError, IndexSpec, _check_dot_product, load_recommender,
-                                     save_npy, sha256_file, write_bundle)
+from recsys.export.embeddings import (
+    ExportVerificationError,
+    IndexSpec,
+    _check_dot_product,
+    load_recommender,
+    save_npy,
+    sha256_file,
+    write_bundle,
+)
 
 
 def placement_section(model) -> dict:

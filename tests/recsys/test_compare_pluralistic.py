@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from recsys.experiments.compare import main
 from recsys.errors import UserInputError
+from recsys.experiments.compare import main
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs/recsys/compare_pluralistic.yaml"
 TINY = ("{seeds: [0, 1], world: {preset: toy, n_users: 160, n_items: 150, taste_types: 3}, "
