@@ -35,42 +35,71 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def _objective(z: np.ndarray, diff: np.ndarray, z0: np.ndarray, prior: float) -> float:
-    return float(np.logaddexp(0.0, -(diff @ softmax(z))).sum() + 0.5 * prior * np.square(z - z0).sum())
+def _softmax_rows(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _objectives(z: np.ndarray, diff: np.ndarray, weight: np.ndarray, z0: np.ndarray, prior: float) -> np.ndarray:
+    margin = np.einsum("bmk,bk->bm", diff, _softmax_rows(z))
+    return (weight * np.logaddexp(0.0, -margin)).sum(1) + 0.5 * prior * np.square(z - z0).sum(1)
 
 
 def place(diff: np.ndarray, z0: np.ndarray, prior: float) -> np.ndarray:
     """The mixture logits (K,) of one user from `diff` (M, K), one row per comparison (float64)."""
-    diff = np.asarray(diff, dtype=np.float64)
+    return place_many([diff], z0, prior)[0]
+
+
+def place_many(diffs: list[np.ndarray], z0: np.ndarray, prior: float) -> np.ndarray:
+    """The logits (B, K) of B users at once, user b from `diffs[b]` (M_b, K); each as `place` would.
+
+    The users are independent: padded comparisons weigh 0, and each user takes its own Newton steps
+    and line search (a converged user stops moving), so a batch answers as its users would alone.
+    """
     z0 = np.asarray(z0, dtype=np.float64)
-    z = z0.copy()
-    eye = np.eye(len(z))
-    value = _objective(z, diff, z0, prior)
+    b, k = len(diffs), len(z0)
+    longest = max(1, max(len(d) for d in diffs))
+    diff = np.zeros((b, longest, k))
+    weight = np.zeros((b, longest))
+    for row, d in enumerate(diffs):
+        diff[row, :len(d)] = d
+        weight[row, :len(d)] = 1.0
+    z = np.repeat(z0[None, :], b, axis=0)
+    eye = np.eye(k)
+    value = _objectives(z, diff, weight, z0, prior)
+    active = np.ones(b, dtype=bool)
     for _ in range(MAX_ITERATIONS):
-        w = softmax(z)
-        y = diff @ w
-        s = 0.5 * (1.0 - np.tanh(0.5 * y))  # sigmoid(-y), stable for any y
-        g = w * (diff - y[:, None])  # (M, K): d y_m / d z
-        a = s @ g
+        w = _softmax_rows(z)
+        y = np.einsum("bmk,bk->bm", diff, w)
+        s = weight * 0.5 * (1.0 - np.tanh(0.5 * y))  # sigmoid(-y), stable for any y; 0 on padding
+        g = w[:, None, :] * (diff - y[..., None])  # (B, M, K): d y_m / d z
+        a = np.einsum("bm,bmk->bk", s, g)
         gradient = -a + prior * (z - z0)
-        if np.abs(gradient).max() < GRADIENT_TOLERANCE:
+        active &= np.abs(gradient).max(axis=1) >= GRADIENT_TOLERANCE
+        if not active.any():
             break
-        gauss_newton = (g * (s * (1.0 - s))[:, None]).T @ g + prior * eye
-        hessian = gauss_newton - np.diag(a) + np.outer(a, w) + np.outer(w, a)
-        try:
-            np.linalg.cholesky(hessian)
-            step = -np.linalg.solve(hessian, gradient)
-        except np.linalg.LinAlgError:  # not convex here: the Gauss-Newton step always descends
-            step = -np.linalg.solve(gauss_newton, gradient)
-        size = 1.0
+        curvature = s * (1.0 - 0.5 * (1.0 - np.tanh(0.5 * y)))  # weight * sigmoid(-y) * sigmoid(y)
+        gauss_newton = np.einsum("bmk,bm,bml->bkl", g, curvature, g) + prior * eye
+        hessian = gauss_newton - a[:, :, None] * eye + a[:, :, None] * w[:, None, :] + w[:, :, None] * a[:, None, :]
+        # Not convex here: the Gauss-Newton step, which always descends.
+        convex = np.linalg.eigvalsh(hessian).min(axis=1) > 0
+        matrix = np.where(convex[:, None, None], hessian, gauss_newton)
+        step = -np.linalg.solve(matrix, gradient[..., None])[..., 0]
+        step[~active] = 0.0
+        size = np.ones(b)
+        searching = active.copy()
+        candidate, new_value = z.copy(), value.copy()
         for _ in range(30):  # backtracking (Armijo), with slack for rounding near the optimum
-            candidate = z + size * step
-            new_value = _objective(candidate, diff, z0, prior)
-            if new_value <= value + 1e-4 * size * float(gradient @ step) + ROUNDING * (1.0 + abs(value)):
+            trial = z + size[:, None] * step
+            trial_value = _objectives(trial, diff, weight, z0, prior)
+            accept = searching & (trial_value <= value + 1e-4 * size * (gradient * step).sum(1)
+                                  + ROUNDING * (1.0 + np.abs(value)))
+            candidate[accept], new_value[accept] = trial[accept], trial_value[accept]
+            searching &= ~accept
+            if not searching.any():
                 break
-            size *= 0.5
-        else:
-            break
+            size[searching] *= 0.5
+        active &= ~searching  # a user whose line search found no descent is done
         z, value = candidate, new_value
     return z
 
@@ -99,6 +128,11 @@ class Placement:
             raise ValueError("prototypes and prior_logits must be finite and placement_prior > 0")
         scores = np.asarray(item_vectors, dtype=np.float64) @ prototypes.T
         return cls(prototypes, scores, prior_logits, prior, int(section["recommended_comparisons"]))
+
+    def query_many(self, comparisons: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Query vectors (B, dim) of B users placed together, each from its (preferred, over) indices."""
+        diffs = [self.item_prototype_scores[p] - self.item_prototype_scores[o] for p, o in comparisons]
+        return _softmax_rows(place_many(diffs, self.prior_logits, self.prior)) @ self.prototypes
 
     def logits(self, preferred: np.ndarray, over: np.ndarray) -> np.ndarray:
         """The placed user's mixture logits from item indices `preferred[m]` chosen over `over[m]`."""

@@ -338,9 +338,10 @@ class Retriever:
         fixed cost of a few milliseconds, so it pays from about 6 queries on; bench_serving measures it.)"""
         results: list[Ranking | Exception | None] = [None] * len(queries)
         searches: list[tuple[int, _Search]] = []
+        placed = self._place_many(queries)
         for position, query in enumerate(queries):
             try:
-                prepared = self._prepare(query)
+                prepared = self._prepare(query, placed.get(position))
             except Exception as error:  # noqa: BLE001 - one bad query must not fail the batch
                 results[position] = error
                 continue
@@ -415,7 +416,31 @@ class Retriever:
     def _ranking(search: _Search, items: np.ndarray, scores: np.ndarray) -> Ranking:
         return Ranking(items, scores, search.user_known, search.fallback, search.warnings)
 
-    def _prepare(self, query: Query) -> Ranking | _Search:
+    def _place_many(self, queries: Sequence[Query]) -> dict[int, np.ndarray]:
+        """Query vectors of the queries `_prepare` would place from comparisons, placed together (one
+        vectorised solve answers a micro-batch as each query alone); a query whose comparisons do not
+        encode is left out, and `_prepare` reports its error."""
+        if self.placement is None:
+            return {}
+        wanted: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for position, query in enumerate(queries):
+            if (query.comparisons is None or (query.user_id is not None and query.user_id in self.user_index)
+                    or (query.profile is not None and self.ranker is not None)):
+                continue
+            try:
+                wanted[position] = encode_comparisons(query.comparisons, self.item_index, QueryError)
+            except QueryError:
+                continue
+        if len(wanted) < 2:
+            return {}
+        try:
+            vectors = self.placement.query_many(list(wanted.values())).astype(np.float32)
+        except Exception:  # noqa: BLE001 - each query is then placed alone, and fails alone
+            log.exception("placing %d queries together failed; placing them one by one", len(wanted))
+            return {}
+        return dict(zip(wanted, vectors))
+
+    def _prepare(self, query: Query, placed: np.ndarray | None = None) -> Ranking | _Search:
         """Everything of a query but its vector search: a finished Ranking, or the search still to run."""
         warnings: list[str] = []
         user = self.user_index.get(query.user_id, -1) if query.user_id is not None else -1
@@ -457,10 +482,10 @@ class Retriever:
                 warnings.append("comparisons ignored: this bundle has no taste prototypes (only a pluralistic "
                                 "model places users from comparisons)")
             else:
-                preferred, over = encode_comparisons(query.comparisons, self.item_index, QueryError)
-                vector, _ = self.placement.query(preferred, over)
-                return _Search(-1, recent, query.k, allowed, "comparisons", warnings,
-                               vector.astype(np.float32))
+                if placed is None:
+                    preferred, over = encode_comparisons(query.comparisons, self.item_index, QueryError)
+                    placed = self.placement.query(preferred, over)[0].astype(np.float32)
+                return _Search(-1, recent, query.k, allowed, "comparisons", warnings, placed)
         if self.generative is not None and (len(recent) or preferences):
             items, scores = self._generate(recent, preferences, query.k, allowed)
             return Ranking(items, scores, False, "recent_items" if len(recent) else "preferences", warnings,

@@ -94,6 +94,11 @@ def load_config(path: Path, override: str | None = None) -> dict[str, Any]:
         raise UserInputError(f"{path}: users.* add up to {sum(users.values())}, more than world.n_users")
     if not config["seeds"] or not config["comparisons"] or min(config["comparisons"]) < 1:
         raise UserInputError(f"{path}: seeds and comparisons must be non-empty, comparisons >= 1")
+    for kind in MODELS:
+        unknown = sorted(set(config["models"].get(kind) or {}) - set(DEFAULTS["model"]))
+        if unknown:
+            raise UserInputError(f"{path}: models.{kind}: unknown key(s) {', '.join(unknown)}; known: "
+                                 f"{', '.join(DEFAULTS['model'])}")
     if config["finding"]["at_comparisons"] not in config["comparisons"]:
         raise UserInputError(f"{path}: finding.at_comparisons must be one of comparisons")
     return config
@@ -139,10 +144,7 @@ def pair_accuracy(scores: np.ndarray, better: np.ndarray, worse: np.ndarray, val
 
 # -- one seed ------------------------------------------------------------------------------------
 def build_model(kind: str, n_users: int, n_items: int, config: dict[str, Any]) -> PluralisticRecommender:
-    spec = {**config["model"], **config["models"][kind]}
-    unknown = sorted(set(spec) - set(DEFAULTS["model"]))
-    if unknown:
-        raise UserInputError(f"models.{kind}: unknown key(s) {', '.join(unknown)}; known: {', '.join(DEFAULTS['model'])}")
+    spec = {**config["model"], **(config["models"].get(kind) or {})}
     return PluralisticRecommender(
         n_users, n_items, prototypes=spec["prototypes"] if kind == "mixture" else 1,
         embedding_dim=spec["embedding_dim"], users="free" if kind == "per_user" else "mixture", lr=spec["lr"],
@@ -174,7 +176,7 @@ def run_world(config: dict[str, Any], world_spec: dict[str, Any], seed: int) -> 
     for index, kind in enumerate(MODELS):
         torch.manual_seed(seed * 100 + index)
         model = build_model(kind, len(seen), world.n_items, config)
-        spec = {**config["model"], **config["models"][kind]}
+        spec = {**config["model"], **(config["models"].get(kind) or {})}
         started = time.perf_counter()
         losses = model.fit_pairs(row[train_users.ravel()], preferred.ravel(), over.ravel(), spec["epochs"],
                                  spec["batch_size"], seed=seed)

@@ -88,6 +88,29 @@ def test_comparisons_over_http_rank_like_the_torch_path_and_bad_ones_are_422(plu
         assert pytest.importorskip("re").search(named, reply.text), reply.text
 
 
+def test_a_micro_batch_places_its_users_together_as_each_alone(pluralistic):
+    from serving.retrieval import Query, Retriever
+
+    bundle, _, datamodule = pluralistic
+    retriever = Retriever.load(bundle)
+    ids = list(datamodule.split.train.vocab.items)
+    rng = np.random.default_rng(7)
+    queries = []
+    for m in (1, 3, 10, 10, 20):
+        pairs = rng.choice(len(ids), (m, 2), replace=False)
+        queries.append(Query(comparisons=[{"preferred": ids[a], "over": ids[b]} for a, b in pairs], k=20))
+    queries.append(Query(comparisons=[{"preferred": "no-such-item", "over": ids[0]}]))
+    queries.append(Query(user_id=datamodule.split.train.vocab.users[0]))
+    batched = retriever.recommend_many(queries)
+    for query, answer in zip(queries[:5], batched):
+        alone = retriever.recommend(query)
+        assert answer.fallback == "comparisons"
+        np.testing.assert_array_equal(answer.items, alone.items)
+        np.testing.assert_allclose(answer.scores, alone.scores, atol=1e-6)
+    assert isinstance(batched[5], Exception) and "comparisons[0].preferred" in str(batched[5])
+    assert batched[6].user_known
+
+
 def test_p99_latency_of_comparison_queries_under_load(pluralistic, start_server):
     """Eight concurrent clients, 10 comparisons each request; the p99 is printed (the target is 15 ms)."""
     bundle, _, datamodule = pluralistic
