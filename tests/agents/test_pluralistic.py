@@ -194,3 +194,27 @@ def test_experiment_cli_at_tiny_scale(tmp_path):
     assert "| 5 | unseen |" in render(doc)
     with pytest.raises(UserInputError, match="unknown population 'flat'"):
         experiment_main(["pluralistic", "--populations", "flat", "--out", str(out)])
+
+
+def test_documented_tables_are_generated_from_the_json():
+    import json
+    import re
+    from pathlib import Path
+
+    from agents.experiments.docs_tables import render
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "results.md").read_text()
+    names = re.findall(r"<!-- generated from docs/results/(pluralistic_agents\w*)\.json -->", text)
+    assert "pluralistic_agents" in names, "docs/results.md has no table generated from pluralistic_agents.json"
+    for name in names:
+        doc = json.loads((root / "docs" / "results" / f"{name}.json").read_text())
+        marker = f"<!-- generated from docs/results/{name}.json -->\n"
+        block = text.split(marker, 1)[1].split("\n<!-- end generated -->", 1)[0]
+        assert block.strip() == render(doc).strip(), f"docs/results.md differs from {name}.json"
+        # the summary is the per-seed records' summary
+        for population, by_m in doc["summary"].items():
+            records = [r for r in doc["per_seed"] if r["population"] == population]
+            for m, cell in by_m.items():
+                expected = np.mean([r["by_m"][m]["accuracy"]["unseen"]["pluralistic"] for r in records])
+                assert cell["accuracy"]["unseen"]["pluralistic"]["mean"] == pytest.approx(expected)
