@@ -261,6 +261,9 @@ COMMANDS: dict[str, Run] = {
     # pluralistic reward learning
     "python -m agents experiment pluralistic --seeds 5 --teacher partial_return --steps 200 --restarts 1 "
     "--out docs/results/pluralistic_agents.json": Run(PLURALISTIC_TINY),
+    "python -m agents experiment pluralistic --seeds 3 --teacher regret --seen 50 --unseen 50 --steps 150 "
+    "--restarts 1 --n-policies 50 --populations pure,control --workers 2 "
+    "--out docs/results/pluralistic_agents_regret.json": Run(PLURALISTIC_TINY),
     "python -m agents fit -c configs/agents/pluralistic.yaml": Run(PLURALISTIC_FIT_TINY),
     "python -m agents simulate --env prefengine/RecSim-v0 --policy "
     "artifacts/rlhg_recsim/checkpoints/rlhg_alpha1_seed0.ckpt --episodes 200 --seed 0 --out artifacts/sim/recsim_rlhg":
