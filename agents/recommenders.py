@@ -48,7 +48,7 @@ def mapped_scorer(user_ids, item_ids, n_items: int, score_rows: Callable[[np.nda
 
 def bundle_scorer(bundle_dir: str | Path, n_items: int) -> Recommender:
     """Scores of a serving bundle (`python -m recsys export`), read with the serving package's own reader."""
-    from serving.bundle import BundleError
+    from bundleformat.manifest import BundleError
     from serving.retrieval import Retriever
 
     try:

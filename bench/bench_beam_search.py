@@ -112,14 +112,15 @@ def write_docs() -> None:
     import json
 
     from bench.common import RESULTS
+    from recsys.evaluation.doc_blocks import replace_block
 
     results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("beam_search*.json"))]
     docs = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
     text = docs.read_text()
-    start, end = "<!-- beam:start -->", "<!-- beam:end -->"
-    if results and start in text and end in text:
-        text = text[:text.index(start)] + f"{start}\n{docs_table(results)}\n{end}" + text[text.index(end) + len(end):]
-        docs.write_text(text)
+    updated = replace_block(text, "<!-- beam:start -->", "<!-- beam:end -->", f"\n{docs_table(results)}\n") \
+        if results else None
+    if updated is not None:
+        docs.write_text(updated)
         print(f"wrote the table in {docs}")
 
 

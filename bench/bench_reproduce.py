@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recsys.evaluation.doc_blocks import replace_block
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT / ".." / "shared" / "data"
 RESULTS = ROOT / "bench" / "results" / "reproduce.json"
@@ -206,12 +208,9 @@ def table(rows: dict[str, dict]) -> str:
 
 def write_docs(rows: dict[str, dict], path: Path = DOCS) -> None:
     text = path.read_text()
-    block = f"{START}\n{table(rows)}\n{END}"
-    if START in text and END in text:
-        text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    body = f"\n{table(rows)}\n"
+    updated = replace_block(text, START, END, body)
+    path.write_text(updated if updated is not None else text.rstrip("\n") + f"\n\n{START}{body}{END}\n")
     print(f"wrote the table in {path}")
 
 

@@ -1,6 +1,7 @@
 """Run to run on the preference world: the default BPR command, three times at the default thread count
 and once on one thread, and whether every metric is identical; then the same command with `--seeds 0,1,2`
-(mean ± sd over seeds, and whether seed 0 is the default run).
+(mean ± sd over seeds, and whether seed 0 is the default run); last, twice with the opt-in Hogwild
+schedule (`--model.init_args.hogwild true`), whose racing threads need not give the same numbers twice.
 
     python -m bench.run_to_run_world        # writes bench/results/run_to_run_world.json
 
@@ -63,6 +64,10 @@ def table(result: dict) -> str:
                  + " | ".join(f"{over[k]['mean']:.4f} ± {over[k]['sd']:.4f}"
                               for k in ("test/recall@10", "test/ndcg@10", "hidden/ndcg@10"))
                  + f" | {over['wall_s']:.0f} s (3 fits) | {over['cpu_s']:.1f} s (3 fits) |")
+    for i, run in enumerate(result["hogwild"]["runs"], start=1):
+        lines.append(f"| Hogwild {i} (`--model.init_args.hogwild true`) | {result['hogwild']['threads']} "
+                     f"| {run['best_epoch']} | {run['test/recall@10']:.4f} | {run['test/ndcg@10']:.4f} "
+                     f"| {run['hidden/ndcg@10']:.4f} | {run['wall_s']:.0f} s | {run['cpu_s']:.1f} s |")
     return "\n".join(lines)
 
 
@@ -83,6 +88,7 @@ def main(argv: list[str]) -> int:
     over = fit(work / "seeds", None, extra, seeds="0,1,2")
     seed0 = json.loads((work / "seeds" / "seed0" / "metrics.json").read_text())
     seed0.pop("selection")
+    hogwild = [fit(work / f"hogwild{i}", None, [*extra, "--model.init_args.hogwild", "true"]) for i in (1, 2)]
     over_seeds = {"command_suffix": "--seeds 0,1,2", "seeds": over["metrics"]["seeds"],
                   "best_epoch": over["metrics"]["selection"]["best_epoch"],
                   "seed0_is_the_default_run": seed0 == runs[0]["metrics"],
@@ -100,6 +106,11 @@ def main(argv: list[str]) -> int:
         "runs": [{key: value for key, value in run.items() if key != "metrics"}
                  | {key: run["metrics"][key] for key in keys if key in run["metrics"]} for run in runs],
         "over_seeds": over_seeds,
+        "hogwild": {"command_suffix": "--model.init_args.hogwild true", "threads": "2 (default)",
+                    "identical": hogwild[0]["metrics"] == hogwild[1]["metrics"],
+                    "runs": [{key: value for key, value in run.items() if key != "metrics"}
+                             | {key: run["metrics"][key] for key in keys if key in run["metrics"]}
+                             for run in hogwild]},
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
@@ -108,6 +119,7 @@ def main(argv: list[str]) -> int:
     print("over seeds " + ", ".join(map(str, over_seeds["seeds"])) + ": " + ", ".join(
         f"{key} {over_seeds[key]['mean']:.4f} ± {over_seeds[key]['sd']:.4f}" for key in keys if key in over_seeds)
         + f"; best epochs {over_seeds['best_epoch']}; seed 0 is the default run: {over_seeds['seed0_is_the_default_run']}")
+    print(f"Hogwild, twice: identical {result['hogwild']['identical']}")
     print(table(result))
     return 0 if identical else 1
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import uvicorn
 
+from bundleformat.manifest import BundleError, read_manifest, verify_files
 from bundleformat.signature import key_from_env
-from serving.bundle import BundleError, read_manifest, verify_files
 from serving.feedback import KINDS, FeedbackError, export_feedback
 from serving.http_protocol import DEFAULT_HEADER_TIMEOUT_S, PROTOCOL
 from serving.settings import SETTINGS_ENV, Settings, SettingsError, check_tokens

@@ -5,20 +5,25 @@ A bundle written by `recsys.export.generative` carries, beside the embedding bun
 user's recent training history and, for Mender, a text encoder with its tokenizer. `GenerativeRanker`
 answers one query: history (item indices, most recent last) and preference sentences -> the top-k
 items by beam search over the trie of valid IDs, never returning a disallowed item (seen items,
-filters) — exactly the search `recsys.models.beam_search` runs, repeated here because `serving`
-must not import `recsys` (a test checks both give the same lists).
+filters) — by the search of `bundleformat.beam_search`, the same code the torch model and the
+exporter run (numpy only, so `serving` still imports no torch and nothing of `recsys`). A
+polarity-aware Mender's manifest carries `preference_polarity.negative_pattern`: each stated
+preference it matches ("avoid ...", "no ...") is fed to the encoder as a dislike.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from serving.bundle import BundleData, BundleError
+from bundleformat.beam_search import PrefixTrie, beam_search
+from bundleformat.manifest import BundleError
+from serving.bundle import BundleData
 
 log = logging.getLogger(__name__)
 
@@ -26,67 +31,17 @@ SPEC_FIELDS = {"variant": str, "level_sizes": list, "offsets": list, "bos": int,
                "max_preferences": int, "beam_size": int, "text_dim": int, "graphs": dict}
 
 
-class Trie:
-    """Valid semantic IDs: per depth, a dense table node -> child node per code (-1: none)."""
+def search_one(step: Callable[[np.ndarray], np.ndarray], trie: PrefixTrie, beam_size: int, k: int,
+               excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k items of one query (best first, only items that exist) and their log-probabilities.
 
-    def __init__(self, codes: np.ndarray, level_sizes: Sequence[int]):
-        n_items, depth = codes.shape
-        self.level_sizes = [int(s) for s in level_sizes]
-        self.item_nodes = np.zeros((n_items, depth + 1), dtype=np.int64)
-        self.child: list[np.ndarray] = []
-        self.leaf_count: list[np.ndarray] = [np.array([n_items], dtype=np.int64)]
-        for d in range(1, depth + 1):
-            _, node, counts = np.unique(codes[:, :d], axis=0, return_inverse=True, return_counts=True)
-            node = node.reshape(-1)
-            table = np.full((len(self.leaf_count[-1]), self.level_sizes[d - 1]), -1, dtype=np.int64)
-            table[self.item_nodes[:, d - 1], codes[:, d - 1]] = node
-            self.child.append(table)
-            self.item_nodes[:, d] = node
-            self.leaf_count.append(counts.astype(np.int64))
-        if len(self.leaf_count[-1]) != n_items:
-            raise ValueError("two items share the same semantic ID")
-        self.leaf_item = np.empty(n_items, dtype=np.int64)
-        self.leaf_item[self.item_nodes[:, depth]] = np.arange(n_items)
-
-    def blocked(self, excluded: np.ndarray) -> list[set[int]]:
-        """Per depth, the nodes all of whose items are excluded (a bool mask over items)."""
-        items = np.flatnonzero(excluded)
-        out: list[set[int]] = [set()]
-        for d in range(1, len(self.level_sizes) + 1):
-            nodes, counts = np.unique(self.item_nodes[items, d], return_counts=True)
-            out.append(set(nodes[counts == self.leaf_count[d][nodes]].tolist()))
-        return out
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits.astype(np.float64)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-def beam_search(step: Callable[[np.ndarray], np.ndarray], trie: Trie, beam_size: int, k: int,
-                excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k items of one query; step(prefix (beams, depth)) -> logits of the next level for each beam."""
-    blocked = trie.blocked(excluded) if excluded is not None and excluded.any() else None
-    nodes, scores = np.zeros(1, dtype=np.int64), np.zeros(1)
-    prefix = np.zeros((1, 0), dtype=np.int64)
-    for d, size in enumerate(trie.level_sizes):
-        logp = _log_softmax(np.asarray(step(prefix)))
-        children = trie.child[d][nodes]
-        valid = children >= 0
-        if blocked is not None and blocked[d + 1]:
-            valid &= ~np.isin(children, list(blocked[d + 1]))
-        candidates = np.where(valid, scores[:, None] + logp, -np.inf).reshape(-1)
-        order = np.argsort(-candidates, kind="stable")[:min(beam_size, len(candidates))]
-        order = order[np.isfinite(candidates[order])]
-        beam, code = np.divmod(order, size)
-        scores, nodes = candidates[order], children.reshape(-1)[order]
-        prefix = np.concatenate([prefix[beam], code[:, None]], axis=1)
-        if not len(order):
-            break
-    if prefix.shape[1] < len(trie.level_sizes):
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
-    return trie.leaf_item[nodes][:k], scores[:k]
+    step(prefix (beams, depth)) -> logits of the next level for each beam; `excluded` is a bool mask
+    over items. The search is `bundleformat.beam_search`, the one the torch model runs.
+    """
+    exclude = [np.flatnonzero(excluded)] if excluded is not None and excluded.any() else None
+    items, scores = beam_search(lambda rows, prefix: step(prefix), 1, trie, beam_size, k, exclude)
+    found = items[0] >= 0
+    return items[0][found], scores[0][found]
 
 
 class GenerativeRanker:
@@ -120,7 +75,7 @@ class GenerativeRanker:
             raise BundleError(path, f"{graphs['semantic_ids']} must be int64 ({data.n_items}, "
                                     f"{len(spec['level_sizes'])}), got {codes.dtype} {codes.shape}")
         try:
-            self.trie = Trie(codes, spec["level_sizes"])
+            self.trie = PrefixTrie(codes, spec["level_sizes"])
         except (ValueError, IndexError) as error:
             raise BundleError(path, f"{graphs['semantic_ids']}: {error}") from None
         self.offsets = np.asarray(spec["offsets"], dtype=np.int64)
@@ -138,7 +93,19 @@ class GenerativeRanker:
             self.tokenizer = Tokenizer.from_file(str(path / text["tokenizer"]))
             self.tokenizer.enable_padding(pad_id=int(text["pad_id"]), pad_token=str(text["pad_token"]))
             self.tokenizer.enable_truncation(int(text["max_length"]))
+        self.negative = self._negative_pattern(path, spec.get("preference_polarity"))
         self._smoke_test()
+
+    @staticmethod
+    def _negative_pattern(path: Path, polarity) -> re.Pattern | None:
+        if polarity is None:
+            return None
+        if not isinstance(polarity, dict) or not isinstance(polarity.get("negative_pattern"), str):
+            raise BundleError(path, "manifest.json: generative.preference_polarity.negative_pattern must be a string")
+        try:
+            return re.compile(polarity["negative_pattern"], re.IGNORECASE if "i" in str(polarity.get("flags", "")) else 0)
+        except re.error as error:
+            raise BundleError(path, f"manifest.json: generative.preference_polarity.negative_pattern: {error}") from None
 
     @staticmethod
     def _history(path: Path, graphs: dict, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -186,6 +153,9 @@ class GenerativeRanker:
             else:
                 prefs, mask = np.zeros((1, 1, spec["text_dim"]), np.float32), np.zeros((1, 1), dtype=bool)
             feeds.update(prefs=prefs, pref_mask=mask)
+            if self.negative is not None:
+                feeds["pref_negative"] = np.array([[bool(self.negative.match(s)) for s in sentences]], dtype=bool) \
+                    if sentences else np.zeros((1, 1), dtype=bool)
         memory, padding = self.encoder.run(None, feeds)
 
         def step(prefix: np.ndarray) -> np.ndarray:
@@ -197,5 +167,5 @@ class GenerativeRanker:
             return logits[:, self.offsets[level]:self.offsets[level] + spec["level_sizes"][level]]
 
         beam = max(int(beam_size or spec["beam_size"]), k)
-        return beam_search(step, self.trie, beam, k, excluded)
+        return search_one(step, self.trie, beam, k, excluded)
 

@@ -9,9 +9,9 @@ the graph `ranker.onnx` and its features file `profile_features.json`. The graph
     traits float32[batch, 5], trait_mask float32[batch, 5]  (raw scores in the features' trait order)
 
 and returns the model's ranking score of every item. `ProfileEncoder` turns a request's raw profile
-into those ids exactly as `recsys.models.personality_features.FeatureSpace.encode_profile` does
-(repeated here because `serving` must not import `recsys`; a test checks both give the same
-scores). Names the model does not know (a trait, a demographic field) are the caller's error;
+into those ids with `bundleformat.profile`, the encoding
+`recsys.models.personality_features.FeatureSpace.encode_profile` runs too (a test checks both give
+the same scores). Names the model does not know (a trait, a demographic field) are the caller's error;
 values it never saw (a taste, a category of a field) carry no signal, so they are dropped with a
 warning, as the model itself treats them.
 """
@@ -19,7 +19,6 @@ warning, as the model itself treats them.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +27,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from serving.bundle import BundleData, BundleError
+from bundleformat.manifest import BundleError
+from bundleformat.profile import UNKNOWN, demographic_id, taste_ids, token
+from serving.bundle import BundleData
 
 INPUTS = {"user_index": "tensor(int64)", "user_known": "tensor(float)", "demographics": "tensor(int64)",
           "tastes": "tensor(int64)", "traits": "tensor(float)", "trait_mask": "tensor(float)"}
-UNKNOWN = 0
 
 
 class ProfileError(ValueError):
@@ -56,33 +56,7 @@ class DemographicField:
 
     def encode(self, value: str | float | None) -> int:
         """1-based id of a raw value, 0 when missing or never seen in training."""
-        if self.edges is not None:
-            number = _number(value)
-            if number is None:
-                return UNKNOWN
-            return int(np.searchsorted(np.asarray(self.edges, dtype=np.float64), number, side="right")) + 1
-        token = _token(value)
-        return self.values.index(token) + 1 if token in self.values else UNKNOWN
-
-
-def _token(value: str | float | None) -> str | None:
-    """The training data's spelling of a categorical value: 25.0 -> "25", stripped, empty -> missing."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value).strip()
-    return text or None
-
-
-def _number(value: str | float | None) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
+        return demographic_id(value, self.values, self.edges)
 
 
 class ProfileEncoder:
@@ -118,11 +92,11 @@ class ProfileEncoder:
         raw = np.array([[float(profile.traits.get(name, 0.0)) for name in self.traits]], dtype=np.float32)
         demographics = np.array([[f.encode(profile.demographics.get(f.name)) for f in self.fields]], dtype=np.int64)
         unseen = [f.name for f, id_ in zip(self.fields, demographics[0])
-                  if id_ == UNKNOWN and _token(profile.demographics.get(f.name)) is not None]
+                  if id_ == UNKNOWN and token(profile.demographics.get(f.name)) is not None]
         if unseen:
             warnings.append(f"profile.demographics: values of {unseen} were never seen in training and carry no signal")
         distinct = list(dict.fromkeys(profile.tastes))
-        ids = [self.tastes[t] for t in distinct if t in self.tastes]
+        ids = taste_ids(distinct, self.tastes)
         if len(ids) < len(distinct):
             dropped = [t for t in distinct if t not in self.tastes]
             warnings.append(f"profile.tastes: {len(dropped)} taste(s) never seen in training ignored: {dropped[:5]}")

@@ -100,11 +100,20 @@ COMMANDS: dict[str, Run] = {
     "python -m recsys compare -c configs/recsys/compare_noisy.yaml --out artifacts/compare/noisy":
         Run(COMPARE_NOISY_TINY),
     "python -m recsys compare -c configs/recsys/tune_noisy.yaml --out artifacts/tune/noisy": Run(COMPARE_NOISY_TINY),
+    "python -m recsys compare -c configs/recsys/compare_pluralistic.yaml --out artifacts/compare/pluralistic": Run(
+        "--override '{seeds: [0], world: {preset: toy, n_users: 160, n_items: 150, taste_types: 3}, users: "
+        "{seen: 80, validation: 40, test: 40}, comparisons: [1, 10], model: {epochs: 2}, placement_priors: [1.0]}'"),
     "python -m recsys fit -c configs/recsys/bpr.yaml --seeds 0,1,2": Run(
         FIT_TOY + " --seeds 0,1 --trainer.default_root_dir artifacts/runs/bpr_seeds"),
+    # its own process: numba reads NUMBA_NUM_THREADS once, when its threads start
+    "NUMBA_NUM_THREADS=1 python -m recsys fit -c configs/recsys/bpr.yaml --trainer.default_root_dir "
+    "artifacts/runs/bpr_1thread": Run(FIT_TOY, process=True),
+    "python -m recsys fit -c configs/recsys/bpr.yaml --model.init_args.hogwild true": Run(
+        FIT_TOY + " --trainer.default_root_dir artifacts/runs/bpr_hogwild"),
     "python -m recsys fit -c configs/recsys/bpr_movielens.yaml --data.path ../shared/data/ml-100k/ml-100k.inter "
     "--data.format recbole": Run("--trainer.max_epochs 3 --trainer.check_val_every_n_epoch 1 "
                                  "--trainer.enable_progress_bar false", needs=("shared_data",)),
+    "python -m bench.bpr_timing": Run("--quick --data ../shared/data/ml-100k/ml-100k.inter", needs=("shared_data",)),
     "OMP_NUM_THREADS=1 python -m recsys fit -c configs/recsys/bpr_movielens_autograd.yaml --data.path "
     "../shared/data/ml-100k/ml-100k.inter --data.format recbole": Run(
         "--trainer.max_epochs 2 --trainer.check_val_every_n_epoch 1 --trainer.enable_progress_bar false",
@@ -226,11 +235,15 @@ COMMANDS: dict[str, Run] = {
         Run(makes="mender_bundle", needs=("mender_run",)),
     "python -m serving --bundle artifacts/bundles/mender_world --port 8733": Run(
         makes="mender_service", needs=("mender_bundle",)),
+    "python -m recsys discern -c configs/recsys/mender_dpo.yaml --out artifacts/discern/dpo": Run(
+        f"{DISCERN_TINY} --dpo.max_epochs 1", makes="mender_dpo_run"),
+    "python -m recsys export --ckpt artifacts/discern/dpo/mender-both/best.ckpt --out artifacts/bundles/mender_both":
+        Run(needs=("mender_dpo_run",)),
     # rewards from preferences
     "python -m agents fit -c configs/agents/reward_regret.yaml": Run(REWARD_TINY),
     "python -m agents fit -c configs/agents/reward_partial_return.yaml": Run(REWARD_TINY),
-    "python -m agents experiment regret-vs-return --mdps 30 --prefs 300,1000,3000,10000 --seed 0 "
-    "--out artifacts/experiments/regret-vs-return": Run(REGRET_TINY),
+    "python -m agents experiment regret-vs-return --mdps 30 --prefs 300,1000,3000,10000 --seeds 0,1,2 "
+    "--out artifacts/experiments/regret-vs-return": Run(REGRET_TINY + " --seeds 0,1"),
     # agents
     "python -m agents fit -c configs/agents/ppo.yaml": Run(PPO_TINY, makes="ppo_base"),
     "python -m agents fit -c configs/agents/rlhg.yaml": Run(RLHG_TINY, needs=("ppo_base",)),

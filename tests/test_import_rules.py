@@ -4,8 +4,8 @@ arrow that runs the wrong way.
 Every `import` counts, also one inside a function (a lazy import is still an arrow). The rules:
 
 - `serving` imports no torch, no Lightning, nothing of `recsys` or `agents` (the bundle is its contract);
-- `bundleformat` (the code both sides of the bundle share) imports no torch, no Lightning, nothing of
-  `recsys`, `serving` or `agents`;
+- `bundleformat` (the code both sides of the bundle share) imports the standard library and numpy only:
+  no torch, no Lightning, nothing of `recsys`, `serving` or `agents`;
 - `recsys` imports no `agents` and no `serving`;
 - `agents/envs` (the environments) import no `serving` and no `recsys.export`: a recommender reaches
   RecSim through its `Recommender` protocol, made from a checkpoint or a bundle by `agents.recommenders`;
@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import functools
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ RECSYS_FLOORS = ("errors", "data", "evaluation", "models", "preferences", "expor
 # recsys's own package files: `recsys/__init__.py` imports nothing; `__main__` is the command line.
 RECSYS_PLACES = {"recsys": "errors", "recsys.__main__": "cli"}
 
+BUNDLEFORMAT_MAY_IMPORT = frozenset(sys.stdlib_module_names) | {"numpy", "bundleformat", "__future__"}
 TORCH = ("torch", "torchrec", "pytorch_lightning", "lightning", "lightning_fabric", "fbgemm_gpu")
 # (importer prefix, imported prefixes it must not reach, why)
 FORBIDDEN = (
@@ -159,6 +161,11 @@ def forbidden_arrows(graph: dict[str, dict]) -> list[str]:
             for name, line in entry["imports"]:
                 if any(_within(name, target) for target in targets):
                     problems.append(f"{entry['path']}:{line}: {module} imports {name} ({why})")
+        if _within(module, "bundleformat"):
+            for name, line in entry["imports"]:
+                if name.split(".")[0] not in BUNDLEFORMAT_MAY_IMPORT:
+                    problems.append(f"{entry['path']}:{line}: {module} imports {name} (bundleformat imports the "
+                                    "standard library and numpy only)")
         if not _within(module, "recsys"):
             continue
         floor = recsys_floor(module)
@@ -243,6 +250,7 @@ def test_a_planted_import_on_disk_is_caught(tmp_path):
     ("bundleformat.signature", "import pytorch_lightning", "bundleformat.signature imports pytorch_lightning"),
     ("bundleformat.signature", "from serving.bundle import BundleData", "bundleformat.signature imports serving"),
     ("bundleformat.signature", "from recsys.errors import UserInputError", "bundleformat.signature imports recsys"),
+    ("bundleformat.profile", "import pandas", "bundleformat.profile imports pandas (bundleformat imports the standard"),
     ("recsys.models.base", "from agents.simulate import simulate", "recsys.models.base imports agents.simulate"),
     ("recsys.experiments.demo", "import serving.local", "recsys.experiments.demo imports serving.local"),
     ("agents.envs.recsim", "from serving.bundle import load_bundle_data", "agents.envs.recsim imports serving.bundle"),

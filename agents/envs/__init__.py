@@ -1,4 +1,7 @@
-"""Registered Gymnasium environments: `import agents` makes `gymnasium.make("prefengine/...")` work."""
+"""Registered Gymnasium environments: `import agents` makes `gymnasium.make("prefengine/...")` work.
+
+The environments may import `agents.planning` and `recsys` data (the preference world), never
+`serving` or `recsys.export`: a recommender reaches RecSim through its `Recommender` protocol."""
 
 import gymnasium
 

@@ -1,4 +1,5 @@
-"""Offline full-ranking evaluation: metrics, the evaluator, significance tests and reports.
+"""Offline full-ranking evaluation: metrics, the evaluator (also split over processes), significance
+tests and reports. May import recsys.errors and data only.
 
 `evaluate(scorer, truth={"test": ...}, exclude=[train], ks=(10, 20))` -> `EvaluationResult`
 with flat metric keys "<split>/<metric>@<k>"; see `recsys.evaluation.evaluator` for the protocol

@@ -28,7 +28,7 @@ def run_demo(out_dir, false_positive_rate: float = 0.2, seed: int = 0, max_epoch
              n_users: int = 5000) -> pd.DataFrame:
     """Train BPR and NBPO once each; return one row per model (metrics, flip AUC, epochs, seconds, checkpoint)."""
     out = Path(out_dir)
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the repository root
     data = InteractionDataModule(world_preset="small", world_users=n_users, false_positive_rate=false_positive_rate,
                                  seed=seed)
     print(f"world: {data.world.describe()}")

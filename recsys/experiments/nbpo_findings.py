@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from recsys.evaluation.doc_blocks import replace_block
 
 RESULTS_DIR = Path("docs/results")
 DOCS = Path("docs/results.md")
@@ -246,10 +247,9 @@ def render(docs: Path = DOCS, results: Path = RESULTS_DIR) -> list[str]:
     done = []
     for name in FINDINGS:
         path = results / f"nbpo_{name}.json"
-        pattern = re.compile(rf"(<!-- nbpo:{name} -->\n).*?(<!-- /nbpo:{name} -->)", re.S)
-        if path.is_file() and pattern.search(text):
-            table = tables(json.loads(path.read_text()))
-            text = pattern.sub(lambda m, t=table: m.group(1) + t + m.group(2), text)
+        start, end = f"<!-- nbpo:{name} -->\n", f"<!-- /nbpo:{name} -->"
+        if path.is_file() and replace_block(text, start, end, "") is not None:
+            text = replace_block(text, start, end, tables(json.loads(path.read_text())))
             done.append(name)
     docs.write_text(text)
     return done

@@ -16,8 +16,6 @@ from pathlib import Path
 
 from recsys.export.embeddings import INDEX_KINDS, TOLERANCE, IndexSpec, checkpoint_block, export_embeddings
 
-log = logging.getLogger(__name__)
-
 
 def export_checkpoint(ckpt_path: Path | str, out_dir: Path | str, index_spec: IndexSpec | None = None,
                       model_name: str | None = None, bundle_version: str | None = None,
@@ -28,7 +26,8 @@ def export_checkpoint(ckpt_path: Path | str, out_dir: Path | str, index_spec: In
     "personality": the embedding bundle of its exact score rows plus the ranker graph for new users
     (`recsys.export.personality`); "generative-tiger" / "generative-mender": plus the encoder,
     decoder-step (and text encoder) graphs (`recsys.export.generative`; `text_model`
-    overrides the checkpoint's sentence encoder); any other embedding recommender: the two towers.
+    overrides the checkpoint's sentence encoder); "pluralistic": plus the taste prototypes for placing
+    new users from comparisons (`recsys.export.pluralistic`); any other embedding recommender: the two towers.
     `verify_sample` and `tolerance` default to each exporter's own (None).
     """
     ckpt_path = Path(ckpt_path)
@@ -37,6 +36,11 @@ def export_checkpoint(ckpt_path: Path | str, out_dir: Path | str, index_spec: In
         from recsys.export.personality import export_personality
 
         return export_personality(ckpt_path, out_dir, model_name, bundle_version, verify_sample or 256,
+                                  tolerance or TOLERANCE, overwrite, seed, index_spec=index_spec)
+    if kind == "pluralistic":
+        from recsys.export.pluralistic import export_pluralistic
+
+        return export_pluralistic(ckpt_path, out_dir, model_name, bundle_version, verify_sample or 256,
                                   tolerance or TOLERANCE, overwrite, seed, index_spec=index_spec)
     if kind.startswith("generative-"):
         from recsys.export.generative import GENERATIVE_TOLERANCE, export_generative
@@ -85,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    log.setLevel(logging.INFO)
+    # the embedding bundle writer's one-line summary ("wrote bundle ..."), as before the split into modules
+    logging.getLogger("recsys.export.embeddings").setLevel(logging.INFO)
     spec = IndexSpec(kind=args.index, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
                      ef_search=args.ef_search, nlist=args.nlist, nprobe=args.nprobe, pq_m=args.pq_m,
                      pq_bits=args.pq_bits, min_recall=args.min_recall)

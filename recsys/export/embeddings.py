@@ -5,8 +5,8 @@ Every exporter builds on `write_bundle`: an embedding recommender's bundle is ex
 (`recsys.export.generative`) add their own graphs through its `extra_files` and
 `manifest_sections`. The command that picks the exporter by model kind is `recsys.export.cli`.
 
-A bundle is the only thing `serving` reads (its layout is documented in `serving/bundle.py`;
-file names are repeated here because `recsys` never imports `serving`). Export:
+A bundle is the only thing `serving` reads (its layout is documented in `serving/bundle.py`; the
+manifest's format, names and checksums are `bundleformat.manifest`, shared with the server). Export:
 
 1. takes the user and item vectors of an embedding model (score = dot product);
 2. builds plain `nn.Embedding` twins of the TorchRec tables with the same weights - a user tower
@@ -44,6 +44,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from bundleformat.manifest import FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
 from bundleformat.signature import key_from_env as bundle_key_from_env
 from bundleformat.signature import sign_manifest
 from recsys.data.interactions import Catalog, IdVocab
@@ -51,8 +52,6 @@ from recsys.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
-FORMAT = "prefengine-bundle"
-FORMAT_VERSION = 1
 OPSET = 20
 TOLERANCE = 1e-5
 VERIFY_K = 10
@@ -284,14 +283,6 @@ def _verify_index(index, spec: IndexSpec, queries: np.ndarray, item_vectors: np.
 # ---------------------------------------------------------------------------------------------
 # writing the bundle
 # ---------------------------------------------------------------------------------------------
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_npy(path: Path, array: np.ndarray) -> None:
     np.save(path, np.ascontiguousarray(array), allow_pickle=False)
 
@@ -462,7 +453,7 @@ def write_bundle(out_dir: Path | str, user_vectors, item_vectors, vocab_users: S
             key = bundle_key_from_env()
             if key is not None:  # PREFENGINE_BUNDLE_KEY: serving then refuses bundles without this signature
                 manifest = sign_manifest(manifest, key)
-            _write_json(work / "manifest.json", manifest)
+            _write_json(work / MANIFEST, manifest)
             bar.update()
         _publish(work, out_dir, overwrite)
     except BaseException:
@@ -484,7 +475,7 @@ def _copy_extra_files(work: Path, extra_files: Mapping[str, Path]) -> None:
         source = Path(source)
         if not name or Path(name).name != name or name.startswith("."):
             raise UserInputError(f"extra bundle file name {name!r} must be a plain file name")
-        if (work / name).exists() or name == "manifest.json":
+        if (work / name).exists() or name == MANIFEST:
             raise UserInputError(f"extra bundle file {name!r} would replace a file of the bundle itself")
         if not source.is_file():
             raise UserInputError(f"extra bundle file {name!r}: {source} is not a file")
@@ -604,4 +595,4 @@ def export_embeddings(ckpt_path: Path, out_dir: Path | str, index_spec: IndexSpe
 
 
 __all__ = ["ExportVerificationError", "IndexSpec", "SequenceTower", "UserTower", "build_index", "checkpoint_block",
-           "export_embeddings", "export_onnx", "load_recommender", "save_npy", "sha256_file", "write_bundle"]
+           "export_embeddings", "export_onnx", "load_recommender", "save_npy", "write_bundle"]

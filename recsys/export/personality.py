@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from bundleformat.manifest import sha256_file
 from recsys.data.interactions import BIG_FIVE
 from recsys.errors import UserInputError
 from recsys.export.embeddings import (
@@ -47,7 +48,6 @@ from recsys.export.embeddings import (
     IndexSpec,
     export_onnx,
     load_recommender,
-    sha256_file,
     write_bundle,
 )
 from recsys.models.personality import PersonalityRecommender, fm_interaction

@@ -1,4 +1,4 @@
-"""The constrained beam search of `recsys.models.beam_search`, batched over many queries on the model's device.
+"""The constrained beam search of `bundleformat.beam_search`, batched over many queries on the model's device.
 
 Same rules, same results (the tests hold the two to equal item lists, ties included): log-softmax over
 each level in float64 (numpy's, see `_log_softmax`), codes without a child in the trie and fully excluded subtrees set to -inf,
@@ -18,8 +18,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from recsys.models.beam_search import PrefixTrie, exclusion_pairs
-from recsys.models.beam_search import _log_softmax as _numpy_log_softmax
+from bundleformat.beam_search import PrefixTrie, exclusion_pairs
+from bundleformat.beam_search import _log_softmax as _numpy_log_softmax
 
 
 class Decoder(Protocol):
@@ -53,7 +53,7 @@ def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
 
 def batched_beam_search(decoder: Decoder, n_queries: int, trie: DeviceTrie, beam_size: int, k: int | None = None,
                         exclude: Sequence[Sequence[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k items per query, as `recsys.models.beam_search.beam_search` returns them."""
+    """Top-k items per query, as `bundleformat.beam_search.beam_search` returns them."""
     k = beam_size if k is None else int(k)
     if beam_size < 1 or not 1 <= k <= beam_size:
         raise ValueError(f"need 1 <= k <= beam_size, got k={k}, beam_size={beam_size}")

@@ -14,12 +14,12 @@ trait becomes 0 (the mean) and its mask 0.
 
 A feature space is plain data (lists and numbers): it travels in checkpoints as JSON-able values
 and in bundles as JSON, and `encode_profile` turns a new user's raw profile (as an API request
-would carry it) into the same ids and numbers.
+would carry it) into the same ids and numbers, value by value with `bundleformat.profile`, the
+encoding the server shares.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bundleformat.profile import UNKNOWN, demographic_id, taste_ids, token
 from recsys.data.interactions import BIG_FIVE, InteractionData
 from recsys.errors import UserInputError
 
 TASTES_COLUMN = "tastes"
 TASTE_SEPARATOR = "|"
-UNKNOWN = 0
 
 
 @dataclass
@@ -56,23 +56,14 @@ class DemographicField:
             ids = np.searchsorted(np.asarray(self.edges), numbers, side="right") + 1
             return np.where(np.isnan(numbers), UNKNOWN, ids).astype(np.int64)
         index = {v: i + 1 for i, v in enumerate(self.values)}
-        return np.array([index.get(_token(v), UNKNOWN) for v in series], dtype=np.int64)
+        return np.array([index.get(token(v), UNKNOWN) for v in series], dtype=np.int64)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "values": list(self.values), "edges": self.edges}
 
 
-def _token(value) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value).strip()
-    return text or None
-
-
 def _numeric(column: pd.Series) -> pd.Series | None:
-    present = column[column.map(_token).notna()]
+    present = column[column.map(token).notna()]
     if not len(present):
         return None
     numbers = pd.to_numeric(present, errors="coerce")
@@ -84,7 +75,7 @@ def _build_field(name: str, column: pd.Series, max_categories: int) -> Demograph
     if numbers is not None and numbers.nunique() > max_categories:
         quantiles = np.quantile(numbers.to_numpy(dtype=np.float64), np.linspace(0, 1, max_categories + 1)[1:-1])
         return DemographicField(name, edges=[float(e) for e in np.unique(quantiles)])
-    tokens = column.map(_token).dropna()
+    tokens = column.map(token).dropna()
     counts = tokens.value_counts(sort=False)
     # Most frequent first, ties by name, so the same data always gives the same ids.
     ordered = sorted(counts.index, key=lambda v: (-counts[v], v))
@@ -193,9 +184,10 @@ class FeatureSpace:
         if unknown:
             raise UserInputError(f"unknown trait(s) {unknown}; traits are {', '.join(BIG_FIVE)}")
         raw = np.array([[traits.get(t, np.nan) for t in BIG_FIVE]], dtype=np.float32)
-        demo = np.array([[f.encode([demographics.get(f.name)])[0] for f in self.fields]], dtype=np.int64)
-        index = {t: i + 1 for i, t in enumerate(self.tastes)}
-        ids = [index[t] for t in dict.fromkeys(tastes or ()) if t in index]
+        # One value at a time by `bundleformat.profile`, the encoding the server runs for the same request.
+        demo = np.array([[demographic_id(demographics.get(f.name), f.values, f.edges) for f in self.fields]],
+                        dtype=np.int64)
+        ids = taste_ids(tastes or (), {t: i + 1 for i, t in enumerate(self.tastes)})
         return {"demographics": demo.reshape(1, len(self.fields)),
                 "tastes": np.array([ids or [UNKNOWN]], dtype=np.int64),
                 "traits": self.standardize(raw), "trait_mask": (~np.isnan(raw)).astype(np.float32)}
@@ -244,7 +236,7 @@ def _tastes(demographics: pd.DataFrame, n_users: int) -> tuple[list[str], np.nda
     if TASTES_COLUMN not in demographics:
         return [], np.zeros(n_users + 1, dtype=np.int64), np.zeros(0, dtype=np.int64)
     per_user = [list(dict.fromkeys(t for t in str(v).split(TASTE_SEPARATOR) if t.strip()))
-                if _token(v) is not None else [] for v in demographics[TASTES_COLUMN]]
+                if token(v) is not None else [] for v in demographics[TASTES_COLUMN]]
     vocabulary = sorted({t for tokens in per_user for t in tokens})
     index = {t: i + 1 for i, t in enumerate(vocabulary)}
     lengths = np.array([len(t) for t in per_user], dtype=np.int64)

@@ -4,4 +4,6 @@ Modules: encoder (sentence embeddings, offline, cached), extraction (the `Prefer
 interface, the rule-based extractor, the world's stated truth, contexts per (user, step)), llm
 (an extractor over any OpenAI-compatible endpoint), measure (extractors judged against the
 world's truth), axes (the five axes of preference discerning as generation queries).
+May import recsys.errors, data, evaluation and models; never export, training, experiments,
+agents or serving.
 """

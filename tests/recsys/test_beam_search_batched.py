@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.models.beam_search import PrefixTrie, beam_search
+from bundleformat.beam_search import PrefixTrie, beam_search
 from recsys.models.beam_search_batched import DeviceTrie, batched_beam_search
 from recsys.models.generative import GenerativeRetriever
 from recsys.models.semantic_ids import SemanticIds

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from bundleformat.beam_search import PrefixTrie, beam_search
 from recsys.data.interactions import IdVocab, InteractionData
 from recsys.data.splits import leave_one_out
-from recsys.models.beam_search import PrefixTrie, beam_search
 from recsys.models.generative import GenerativeRetriever
 from recsys.models.generative_data import GenerativeDataset, leave_last_out, pad_ids, preference_arrays
 from recsys.models.semantic_ids import SemanticIds

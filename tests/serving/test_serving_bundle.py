@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from serving_helpers import N_ITEMS, N_USERS, copy_bundle, rewrite_file
 
-from serving.bundle import BundleError, load_bundle_data
+from bundleformat.manifest import BundleError
+from serving.bundle import load_bundle_data
 from serving.retrieval import Retriever
 
 

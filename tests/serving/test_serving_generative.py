@@ -1,5 +1,6 @@
-"""Generative retrieval in the server: its beam search equals recsys's, and an exported TIGER bundle answers
-in the server exactly as the torch model does (items, scores, exclusions)."""
+"""Generative retrieval in the server: its one-query search (an excluded-item mask, only existing items
+returned) equals the batched search the torch model runs, and an exported TIGER bundle answers in the
+server exactly as the torch model does (items, scores, exclusions)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,16 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from bundleformat.beam_search import PrefixTrie, beam_search
 from recsys.export.generative import OnnxGenerativeRetriever, export_generative
-from recsys.models.beam_search import PrefixTrie
-from recsys.models.beam_search import beam_search as recsys_beam_search
 from recsys.models.generative import GenerativeRetriever
 from recsys.models.semantic_ids import SemanticIds
 from serving.bundle import load_bundle_data
-from serving.generative import GenerativeRanker, Trie, beam_search
+from serving.generative import GenerativeRanker, search_one
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_server_beam_search_equals_recsys_beam_search(seed):
+def test_server_search_equals_the_models_batched_search(seed):
     rng = np.random.default_rng(seed)
     ids = SemanticIds.from_codes(rng.integers(0, 4, size=(60, 3)), [4, 4, 4])
     logits = {}
@@ -27,10 +27,9 @@ def test_server_beam_search_equals_recsys_beam_search(seed):
         return np.stack([logits.setdefault(tuple(p), rng.normal(size=ids.level_sizes[len(p)]) * 3) for p in prefix])
 
     excluded = rng.random(60) < 0.3
-    items, scores = recsys_beam_search(step_recsys, 1, PrefixTrie(ids.codes, ids.level_sizes), 15, 10,
-                                       [np.flatnonzero(excluded)])
-    served, served_scores = beam_search(lambda prefix: step_recsys(None, prefix), Trie(ids.codes, ids.level_sizes),
-                                        15, 10, excluded)
+    trie = PrefixTrie(ids.codes, ids.level_sizes)
+    items, scores = beam_search(step_recsys, 1, trie, 15, 10, [np.flatnonzero(excluded)])
+    served, served_scores = search_one(lambda prefix: step_recsys(None, prefix), trie, 15, 10, excluded)
     np.testing.assert_array_equal(served, items[0][items[0] >= 0])
     np.testing.assert_allclose(served_scores, scores[0][: len(served)])
 
@@ -93,7 +92,7 @@ def test_exported_bundle_answers_in_the_server_like_the_torch_model(tiger_bundle
 def test_a_bundle_with_a_broken_semantic_id_file_is_refused(tiger_bundle, tmp_path):
     import shutil
 
-    from serving.bundle import BundleError
+    from bundleformat.manifest import BundleError
 
     bundle, _, _ = tiger_bundle
     copy = tmp_path / "copy"

@@ -219,8 +219,8 @@ KEY = "bundle-signing-key-for-tests-0123456789"
 
 
 def test_signed_bundles_only_when_a_key_is_set(world, tmp_path, monkeypatch, bundle_dir):
+    from bundleformat.manifest import BundleError
     from bundleformat.signature import FIELD
-    from serving.bundle import BundleError
 
     monkeypatch.setenv("PREFENGINE_BUNDLE_KEY", KEY)
     signed = export(world, tmp_path / "signed")

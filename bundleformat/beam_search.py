@@ -1,6 +1,7 @@
 """Beam search over semantic IDs, constrained by a prefix trie so that only existing items come out.
 
-Pure numpy, so the same search drives the torch model and its ONNX export (`generative_export`).
+Pure numpy, so the one search drives the torch model (`recsys.models.generative`), its ONNX export
+(`recsys.export.generative`) and the server (`serving.generative`), which imports no torch.
 The model is reached through a step function: given, for each live beam, the query it belongs to
 and the codes generated so far, it returns logits over the next level's codes. The search takes
 log-softmax over the whole level (scores stay the model's log-probabilities of the item), sets
@@ -46,7 +47,7 @@ class PrefixTrie:
             self.item_nodes[:, d] = node
             self.leaf_count.append(counts.astype(np.int64))
         if len(self.leaf_count[-1]) != n_items:
-            raise ValueError("two items share the same codes; semantic IDs must be unique")
+            raise ValueError("two items share the same semantic ID; semantic IDs must be unique")
         self.leaf_item = np.empty(n_items, dtype=np.int64)
         self.leaf_item[self.item_nodes[:, depth]] = np.arange(n_items)
         self.codes = codes
