@@ -42,7 +42,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.clustering import adjusted_rand_index
 from agents.envs.delivery import delivery_board
 from agents.preferences.pluralistic import (
     PairScorer,
@@ -55,6 +54,7 @@ from agents.preferences.pluralistic import (
 from agents.preferences.policy_set import sample_policy_set
 from agents.preferences.population import PopulationConfig, make_population, type_log_likelihoods
 from recsys.errors import UserInputError
+from recsys.evaluation.clustering import adjusted_rand_index
 
 MODELS = ("pluralistic", "shared", "per_person")
 POPULATIONS = {
