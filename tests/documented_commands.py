@@ -275,7 +275,7 @@ COMMANDS: dict[str, Run] = {
     "python -m agents experiment pluralistic --seeds 5 --teacher partial_return --steps 200 --restarts 1 "
     "--out docs/results/pluralistic_agents.json": Run(PLURALISTIC_TINY),
     "python -m agents experiment pluralistic --seeds 3 --teacher regret --seen 50 --unseen 50 --steps 150 "
-    "--restarts 1 --n-policies 50 --populations pure,control --workers 1 "
+    "--restarts 1 --n-policies 50 --populations pure,control --workers 2 "
     "--out docs/results/pluralistic_agents_regret.json": Run(PLURALISTIC_TINY),
     "python -m agents fit -c configs/agents/pluralistic.yaml": Run(PLURALISTIC_FIT_TINY),
     "python -m agents simulate --env prefengine/RecSim-v0 --policy "
