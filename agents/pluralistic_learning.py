@@ -21,12 +21,12 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from agents.clustering import adjusted_rand_index
 from agents.preferences.pluralistic import PairScorer, PluralisticReward, people_batch
 from agents.preferences.policy_set import sample_policy_set
 from agents.preferences.population import Population, PopulationConfig, make_population
 from agents.reward_learning import _FullBatch, tabular_mdp
 from recsys.errors import UserInputError
+from recsys.evaluation.clustering import adjusted_rand_index
 
 
 class PluralisticLearner(pl.LightningModule):

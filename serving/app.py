@@ -265,7 +265,8 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
         query = Query(
             user_id=body.user_id, recent_items=body.recent_items, k=body.k, exclude_seen=body.exclude_seen,
             include_categories=filters.include_categories, exclude_categories=filters.exclude_categories,
-            exclude_items=filters.exclude_items, profile=profile, preferences=body.preferences)
+            exclude_items=filters.exclude_items, profile=profile, preferences=body.preferences,
+            comparisons=None if body.comparisons is None else [c.model_dump() for c in body.comparisons])
         if retriever.generative is not None:
             # Beam search takes milliseconds of ONNX Runtime (which releases the GIL): off the event loop,
             # in parallel threads rather than the batcher's one.
@@ -360,7 +361,9 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
                      if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)},
             query_kinds=retriever.query_kinds,
             profile=retriever.ranker.encoder.describe() if retriever.ranker is not None else None,
-            generative=generative)])
+            generative=generative,
+            recommended_comparisons=(retriever.placement.recommended_comparisons
+                                     if retriever.placement is not None else None))])
 
     @app.post("/v1/admin/reload", response_model=ReloadResponse,
               responses={422: {"model": ErrorResponse}, **AUTH_ERRORS, **ERRORS})

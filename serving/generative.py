@@ -6,12 +6,15 @@ user's recent training history and, for Mender, a text encoder with its tokenize
 answers one query: history (item indices, most recent last) and preference sentences -> the top-k
 items by beam search over the trie of valid IDs, never returning a disallowed item (seen items,
 filters) — by the search of `bundleformat.beam_search`, the same code the torch model and the
-exporter run (numpy only, so `serving` still imports no torch and nothing of `recsys`).
+exporter run (numpy only, so `serving` still imports no torch and nothing of `recsys`). A
+polarity-aware Mender's manifest carries `preference_polarity.negative_pattern`: each stated
+preference it matches ("avoid ...", "no ...") is fed to the encoder as a dislike.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -90,7 +93,19 @@ class GenerativeRanker:
             self.tokenizer = Tokenizer.from_file(str(path / text["tokenizer"]))
             self.tokenizer.enable_padding(pad_id=int(text["pad_id"]), pad_token=str(text["pad_token"]))
             self.tokenizer.enable_truncation(int(text["max_length"]))
+        self.negative = self._negative_pattern(path, spec.get("preference_polarity"))
         self._smoke_test()
+
+    @staticmethod
+    def _negative_pattern(path: Path, polarity) -> re.Pattern | None:
+        if polarity is None:
+            return None
+        if not isinstance(polarity, dict) or not isinstance(polarity.get("negative_pattern"), str):
+            raise BundleError(path, "manifest.json: generative.preference_polarity.negative_pattern must be a string")
+        try:
+            return re.compile(polarity["negative_pattern"], re.IGNORECASE if "i" in str(polarity.get("flags", "")) else 0)
+        except re.error as error:
+            raise BundleError(path, f"manifest.json: generative.preference_polarity.negative_pattern: {error}") from None
 
     @staticmethod
     def _history(path: Path, graphs: dict, n_users: int, n_items: int) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +153,9 @@ class GenerativeRanker:
             else:
                 prefs, mask = np.zeros((1, 1, spec["text_dim"]), np.float32), np.zeros((1, 1), dtype=bool)
             feeds.update(prefs=prefs, pref_mask=mask)
+            if self.negative is not None:
+                feeds["pref_negative"] = np.array([[bool(self.negative.match(s)) for s in sentences]], dtype=bool) \
+                    if sentences else np.zeros((1, 1), dtype=bool)
         memory, padding = self.encoder.run(None, feeds)
 
         def step(prefix: np.ndarray) -> np.ndarray:

@@ -4,10 +4,12 @@ Who the query is, in order of precedence (the first that applies):
 1. a known user (`user_id` in the bundle's vocabulary);
 2. a profile (traits, demographics, tastes), when the bundle has a ranker graph (a personality
    model): flagged `fallback="profile"`;
-3. recent items: flagged `fallback="recent_items"`;
-4. stated preferences alone, when the bundle's generative model reads them (Mender): flagged
+3. pairwise comparisons, when the bundle has taste prototypes (a pluralistic model): the user is
+   placed among them (`serving.comparisons`) and the placed vector searched, `fallback="comparisons"`;
+4. recent items: flagged `fallback="recent_items"`;
+5. stated preferences alone, when the bundle's generative model reads them (Mender): flagged
    `fallback="preferences"`;
-5. nobody: the most popular items of the training data (`fallback="popularity"`).
+6. nobody: the most popular items of the training data (`fallback="popularity"`).
 
 What scores it (`Ranking.scorer`):
 - "generative": a generative bundle (TIGER/Mender) generates the items by beam search from the
@@ -37,7 +39,7 @@ the single-query path. A query that fails yields its exception in its own slot.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +49,7 @@ import onnxruntime as ort
 
 from bundleformat.manifest import BundleError
 from serving.bundle import BundleData, load_bundle_data
+from serving.comparisons import encode_comparisons, load_placement
 from serving.generative import GenerativeRanker
 from serving.halfscan import CertifiedBatchScan, CertifiedHalfScan, best_exact, certified_top_k
 from serving.profile import Profile, ProfileError, ProfileRanker
@@ -69,6 +72,7 @@ class Query:
     exclude_items: Sequence[str] = ()
     profile: Profile | None = None
     preferences: Sequence[str] = ()
+    comparisons: Sequence[Mapping[str, str]] | None = None  # [{"preferred": item, "over": item}, ...]
 
 
 @dataclass
@@ -91,6 +95,7 @@ class _Search:
     allowed: np.ndarray | None
     fallback: str | None
     warnings: list[str]
+    vector: np.ndarray | None = None  # a query vector already known (a user placed from comparisons)
 
     @property
     def user_known(self) -> bool:
@@ -156,6 +161,7 @@ class Retriever:
         graphs = manifest.get("graphs", {})
         self.ranker = ProfileRanker(data, _options(threads)) if isinstance(graphs, dict) and "ranker" in graphs else None
         self.generative = GenerativeRanker(data, threads) if "generative" in manifest else None
+        self.placement = load_placement(data)
 
     @property
     def query_kinds(self) -> list[str]:
@@ -165,6 +171,8 @@ class Retriever:
             kinds.append("profile")
         if self.generative is not None and self.generative.reads_preferences:
             kinds.append("preferences")
+        if self.placement is not None:
+            kinds.append("comparisons")
         return kinds
 
     @classmethod
@@ -313,8 +321,11 @@ class Retriever:
         prepared = self._prepare(query)
         if isinstance(prepared, Ranking):
             return prepared
-        vector = (self.user_vectors(np.array([prepared.user])) if prepared.user_known
-                  else self.sequence_vectors(prepared.recent))
+        if prepared.vector is not None:
+            vector = prepared.vector[None, :]
+        else:
+            vector = (self.user_vectors(np.array([prepared.user])) if prepared.user_known
+                      else self.sequence_vectors(prepared.recent))
         return self._ranking(prepared, *self.search(vector, prepared.k, prepared.allowed))
 
     def recommend_many(self, queries: Sequence[Query], max_excluded: int = 1024,
@@ -327,9 +338,10 @@ class Retriever:
         fixed cost of a few milliseconds, so it pays from about 6 queries on; bench_serving measures it.)"""
         results: list[Ranking | Exception | None] = [None] * len(queries)
         searches: list[tuple[int, _Search]] = []
+        placed = self._place_many(queries)
         for position, query in enumerate(queries):
             try:
-                prepared = self._prepare(query)
+                prepared = self._prepare(query, placed.get(position))
             except Exception as error:  # noqa: BLE001 - one bad query must not fail the batch
                 results[position] = error
                 continue
@@ -392,6 +404,8 @@ class Retriever:
 
     def _vector_or_error(self, search: _Search) -> np.ndarray | Exception:
         try:
+            if search.vector is not None:
+                return search.vector
             if search.user_known:
                 return self.user_vectors(np.array([search.user]))[0]
             return self.sequence_vectors(search.recent)[0]
@@ -402,7 +416,31 @@ class Retriever:
     def _ranking(search: _Search, items: np.ndarray, scores: np.ndarray) -> Ranking:
         return Ranking(items, scores, search.user_known, search.fallback, search.warnings)
 
-    def _prepare(self, query: Query) -> Ranking | _Search:
+    def _place_many(self, queries: Sequence[Query]) -> dict[int, np.ndarray]:
+        """Query vectors of the queries `_prepare` would place from comparisons, placed together (one
+        vectorised solve answers a micro-batch as each query alone); a query whose comparisons do not
+        encode is left out, and `_prepare` reports its error."""
+        if self.placement is None:
+            return {}
+        wanted: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for position, query in enumerate(queries):
+            if (query.comparisons is None or (query.user_id is not None and query.user_id in self.user_index)
+                    or (query.profile is not None and self.ranker is not None)):
+                continue
+            try:
+                wanted[position] = encode_comparisons(query.comparisons, self.item_index, QueryError)
+            except QueryError:
+                continue
+        if len(wanted) < 2:
+            return {}
+        try:
+            vectors = self.placement.query_many(list(wanted.values())).astype(np.float32)
+        except Exception:  # noqa: BLE001 - each query is then placed alone, and fails alone
+            log.exception("placing %d queries together failed; placing them one by one", len(wanted))
+            return {}
+        return dict(zip(wanted, vectors))
+
+    def _prepare(self, query: Query, placed: np.ndarray | None = None) -> Ranking | _Search:
         """Everything of a query but its vector search: a finished Ranking, or the search still to run."""
         warnings: list[str] = []
         user = self.user_index.get(query.user_id, -1) if query.user_id is not None else -1
@@ -439,6 +477,15 @@ class Retriever:
             candidates = np.arange(self.data.n_items) if allowed is None else np.flatnonzero(allowed)
             items, scores = _best(candidates, scores[candidates], query.k)
             return Ranking(items, scores, False, "profile", warnings, "ranker")
+        if query.comparisons is not None:
+            if self.placement is None:
+                warnings.append("comparisons ignored: this bundle has no taste prototypes (only a pluralistic "
+                                "model places users from comparisons)")
+            else:
+                if placed is None:
+                    preferred, over = encode_comparisons(query.comparisons, self.item_index, QueryError)
+                    placed = self.placement.query(preferred, over)[0].astype(np.float32)
+                return _Search(-1, recent, query.k, allowed, "comparisons", warnings, placed)
         if self.generative is not None and (len(recent) or preferences):
             items, scores = self._generate(recent, preferences, query.k, allowed)
             return Ranking(items, scores, False, "recent_items" if len(recent) else "preferences", warnings,

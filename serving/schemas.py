@@ -18,6 +18,7 @@ MAX_PREFERENCES = 5  # Mender reads up to five stated preferences (Paischer et a
 MAX_PREFERENCE_CHARS = 500
 MAX_DEMOGRAPHICS = 64
 MAX_TASTES = 100
+MAX_COMPARISONS = 100
 TRAIT_BOUND = 1e4  # far beyond any questionnaire scale; keeps the ranker's scores finite
 
 
@@ -52,8 +53,9 @@ class Filters(Strict):
 
 
 TraitScore = Annotated[float, Field(allow_inf_nan=False, ge=-TRAIT_BOUND, le=TRAIT_BOUND)] | None
+# strict: a JSON string never becomes the number (a 300-digit string must be a 422, not a float).
 DemographicValue = Annotated[str, Field(max_length=256), PlainText] | Annotated[
-    float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)] | None
+    float, Field(strict=True, allow_inf_nan=False, ge=-1e12, le=1e12)] | None
 
 
 class Traits(Strict):
@@ -83,6 +85,19 @@ class ProfileQuery(Strict):
 Preference = Annotated[str, Field(min_length=1, max_length=MAX_PREFERENCE_CHARS), PlainText]
 
 
+class Comparison(Strict):
+    """One answer to "which of these two?": `preferred` was chosen over `over`."""
+
+    preferred: Identifier
+    over: Identifier
+
+    @model_validator(mode="after")
+    def _two_items(self) -> Comparison:
+        if self.preferred == self.over:
+            raise ValueError("preferred and over must be two different items")
+        return self
+
+
 class RecommendRequest(Strict):
     user_id: Identifier | None = Field(None, description="a user of the training data; unknown users fall back")
     recent_items: list[Identifier] = Field(
@@ -95,14 +110,19 @@ class RecommendRequest(Strict):
         default_factory=list, max_length=MAX_PREFERENCES,
         description="stated preferences in natural language ('looks for lightweight gear'); read by Mender "
                     "bundles together with the history; other bundles ignore them with a warning")
+    comparisons: Annotated[list[Comparison], Field(min_length=1, max_length=MAX_COMPARISONS)] | None = Field(
+        None, description="pairwise answers of a user the model never saw; bundles of a pluralistic model place "
+                          "the user among their taste prototypes from them (GET /v1/models says how many to ask "
+                          "for), after a known user_id and a profile, before recent_items")
     k: int = Field(10, ge=1, le=MAX_K, description="number of items to return")
     exclude_seen: bool = Field(True, description="leave out the user's training items and the recent items")
     filters: Filters = Field(default_factory=Filters)
 
     @model_validator(mode="after")
     def _someone(self) -> RecommendRequest:
-        if self.user_id is None and not self.recent_items and self.profile is None and not self.preferences:
-            raise ValueError("give user_id, recent_items, profile or preferences (or several)")
+        if (self.user_id is None and not self.recent_items and self.profile is None and not self.preferences
+                and self.comparisons is None):
+            raise ValueError("give user_id, recent_items, profile, preferences or comparisons (or several)")
         return self
 
 
@@ -118,9 +138,9 @@ class RecommendedItem(BaseModel):
 class RecommendResponse(BaseModel):
     user_id: str | None
     user_known: bool
-    fallback: Literal["profile", "recent_items", "preferences", "popularity"] | None = Field(
+    fallback: Literal["profile", "comparisons", "recent_items", "preferences", "popularity"] | None = Field(
         description="who the query was taken to be: null for a known user; else the first that applies of "
-                    "'profile' (bundle with a ranker graph), 'recent_items', 'preferences' (Mender bundle, no "
+                    "'profile' (bundle with a ranker graph), 'comparisons' (pluralistic bundle), 'recent_items', 'preferences' (Mender bundle, no "
                     "history) and 'popularity' (nothing to go on)")
     scorer: Literal["embedding", "ranker", "generative", "popularity"] = Field(
         description="what ranked the items: the embedding towers + faiss, the personality ranker graph, "
@@ -179,13 +199,16 @@ class ModelInfo(BaseModel):
     embedding_dim: int
     index: dict
     metrics: dict[str, float]
-    query_kinds: list[Literal["user_id", "recent_items", "profile", "preferences"]] = Field(
+    query_kinds: list[Literal["user_id", "recent_items", "profile", "preferences", "comparisons"]] = Field(
         description="what POST /v1/recommend reads with this bundle; other fields are ignored with a warning")
     profile: dict | None = Field(None, description="with 'profile': the trait names and the scale they were "
                                                    "trained on (mean, std), the demographic fields (values or "
                                                    "numeric bins) and the tastes the ranker knows")
     generative: dict | None = Field(None, description="generative bundles: variant, beam size, history and "
                                                       "preference limits")
+    recommended_comparisons: int | None = Field(
+        None, description="with 'comparisons': how many pairwise answers a new user should give to be placed "
+                          "among the taste prototypes (fewer work, less well)")
 
 
 class ModelsResponse(BaseModel):

@@ -100,6 +100,9 @@ COMMANDS: dict[str, Run] = {
     "python -m recsys compare -c configs/recsys/compare_noisy.yaml --out artifacts/compare/noisy":
         Run(COMPARE_NOISY_TINY),
     "python -m recsys compare -c configs/recsys/tune_noisy.yaml --out artifacts/tune/noisy": Run(COMPARE_NOISY_TINY),
+    "python -m recsys compare -c configs/recsys/compare_pluralistic.yaml --out artifacts/compare/pluralistic": Run(
+        "--override '{seeds: [0], world: {preset: toy, n_users: 160, n_items: 150, taste_types: 3}, users: "
+        "{seen: 80, validation: 40, test: 40}, comparisons: [1, 10], model: {epochs: 2}, placement_priors: [1.0]}'"),
     "python -m recsys fit -c configs/recsys/bpr.yaml --seeds 0,1,2": Run(
         FIT_TOY + " --seeds 0,1 --trainer.default_root_dir artifacts/runs/bpr_seeds"),
     # its own process: numba reads NUMBA_NUM_THREADS once, when its threads start
@@ -147,8 +150,8 @@ COMMANDS: dict[str, Run] = {
             makes="hidden_ml100k_compare"),
     "python -m recsys.experiments.nbpo_findings distill ml100k_hidden --metrics artifacts/compare/hidden_ml100k/metrics.json":
         Run("--out artifacts/nbpo_ml100k_hidden.json", needs=("hidden_ml100k_compare",)),
-    "python -m recsys fit -c configs/recsys/bpr_movielens.yaml --data.path artifacts/ml1m-world/ratings.dat": Run(
-        "--trainer.max_epochs 1 --trainer.enable_progress_bar false", needs=("ml1m_world",)),
+    "python -m recsys fit -c configs/recsys/bpr_movielens.yaml --data.path artifacts/ml1m-world/ratings.dat "
+    "--seeds 0,1,2": Run("--trainer.max_epochs 1 --trainer.enable_progress_bar false --seeds 0", needs=("ml1m_world",)),
     "python -m recsys fit -c configs/recsys/popularity.yaml --data.path artifacts/ml1m-world/ratings.dat "
     "--data.format movielens --model.init_args.eval_ks \"[10, 20]\" "
     "--trainer.default_root_dir artifacts/runs/popularity_movielens": Run(
@@ -232,11 +235,15 @@ COMMANDS: dict[str, Run] = {
         Run(makes="mender_bundle", needs=("mender_run",)),
     "python -m serving --bundle artifacts/bundles/mender_world --port 8733": Run(
         makes="mender_service", needs=("mender_bundle",)),
+    "python -m recsys discern -c configs/recsys/mender_dpo.yaml --out artifacts/discern/dpo": Run(
+        f"{DISCERN_TINY} --dpo.max_epochs 1", makes="mender_dpo_run"),
+    "python -m recsys export --ckpt artifacts/discern/dpo/mender-both/best.ckpt --out artifacts/bundles/mender_both":
+        Run(needs=("mender_dpo_run",)),
     # rewards from preferences
     "python -m agents fit -c configs/agents/reward_regret.yaml": Run(REWARD_TINY),
     "python -m agents fit -c configs/agents/reward_partial_return.yaml": Run(REWARD_TINY),
-    "python -m agents experiment regret-vs-return --mdps 30 --prefs 300,1000,3000,10000 --seed 0 "
-    "--out artifacts/experiments/regret-vs-return": Run(REGRET_TINY),
+    "python -m agents experiment regret-vs-return --mdps 30 --prefs 300,1000,3000,10000 --seeds 0,1,2 "
+    "--out artifacts/experiments/regret-vs-return": Run(REGRET_TINY + " --seeds 0,1"),
     # agents
     "python -m agents fit -c configs/agents/ppo.yaml": Run(PPO_TINY, makes="ppo_base"),
     "python -m agents fit -c configs/agents/rlhg.yaml": Run(RLHG_TINY, needs=("ppo_base",)),
@@ -268,7 +275,7 @@ COMMANDS: dict[str, Run] = {
     "python -m agents experiment pluralistic --seeds 5 --teacher partial_return --steps 200 --restarts 1 "
     "--out docs/results/pluralistic_agents.json": Run(PLURALISTIC_TINY),
     "python -m agents experiment pluralistic --seeds 3 --teacher regret --seen 50 --unseen 50 --steps 150 "
-    "--restarts 1 --n-policies 50 --populations pure,control --workers 1 "
+    "--restarts 1 --n-policies 50 --populations pure,control --workers 2 "
     "--out docs/results/pluralistic_agents_regret.json": Run(PLURALISTIC_TINY),
     "python -m agents fit -c configs/agents/pluralistic.yaml": Run(PLURALISTIC_FIT_TINY),
     "python -m agents simulate --env prefengine/RecSim-v0 --policy "

@@ -42,7 +42,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.clustering import adjusted_rand_index
 from agents.envs.delivery import delivery_board
 from agents.preferences.pluralistic import (
     PairScorer,
@@ -55,6 +54,7 @@ from agents.preferences.pluralistic import (
 from agents.preferences.policy_set import sample_policy_set
 from agents.preferences.population import PopulationConfig, make_population, type_log_likelihoods
 from recsys.errors import UserInputError
+from recsys.evaluation.clustering import adjusted_rand_index
 
 MODELS = ("pluralistic", "shared", "per_person")
 POPULATIONS = {
@@ -81,6 +81,10 @@ class Settings:
     n_policies: int = 100
     populations: tuple[str, ...] = tuple(POPULATIONS)
     workers: int = 2
+    # hyper-parameter grids, searched on validation pairs (a grid is widened when the choice sits on its edge)
+    logit_l2_grid: tuple[float, ...] = (0.003, 0.03, 0.3, 3.0, 30.0)
+    prototype_l2_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
+    l2_grid: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0)
 
 
 def run_one(seed: int, population_name: str, settings: Settings) -> dict:
@@ -115,13 +119,15 @@ def run_one(seed: int, population_name: str, settings: Settings) -> dict:
         }
         model, chosen = fit_selected(
             settings.seen, scorer, train["seen"], splits["seen"]["validation"], settings.n_types_model,
+            logit_l2_grid=settings.logit_l2_grid, prototype_l2_grid=settings.prototype_l2_grid,
             restarts=settings.restarts, seed=seed, steps=settings.steps,
         )
         shared, shared_chosen = fit_per_person(
-            settings.seen, scorer, train["seen"], splits["seen"]["validation"], steps=settings.steps, shared=True
+            settings.seen, scorer, train["seen"], splits["seen"]["validation"], settings.l2_grid, settings.steps,
+            shared=True,
         )
         seen_per_person, per_person_chosen = fit_per_person(
-            settings.seen, scorer, train["seen"], splits["seen"]["validation"], steps=settings.steps
+            settings.seen, scorer, train["seen"], splits["seen"]["validation"], settings.l2_grid, settings.steps
         )
         placed = place_people(model, scorer, train["unseen"], settings.unseen, logit_l2=chosen["logit_l2"])
         unseen_per_person, _ = fit_per_person(

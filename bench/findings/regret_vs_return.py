@@ -13,7 +13,8 @@ NAME = "regret_vs_return"
 TITLE = "Reward learning from preferences: regret vs partial return"
 COMMAND = ("python -m agents experiment regret-vs-return --mdps 30 --prefs 300,1000,3000,10000 --seeds 0,1,2 "
            "--workers 1 --out artifacts/findings/regret_vs_return")
-# One seed: 281-299 s wall (146-172 s of CPU) with 2 workers at load average 4-8; three seeds on one worker.
+# One seed: 281-299 s wall (146-172 s of CPU) with 2 workers at load average 4-8. Three seeds on one worker:
+# 398 s of CPU (about 7 min on a free core), 36 min wall at load average 5-10.
 FULL_MINUTES = 15
 RULE = ("over seeds 0, 1 and 2 (each 31 MDPs: the delivery board and 30 random boards of its own), the regret model is "
         "near-optimal (scaled return > 0.9) on a larger mean share of the MDPs than the partial-return model at every "
@@ -68,8 +69,6 @@ def quick_direction(payload: dict[str, Any]) -> bool:
 
 def tables(payload: dict[str, Any]) -> dict[str, str]:
     numbers = payload["numbers"]
-    if "seeds" not in numbers:  # the single-seed JSON, until the run over seeds lands
-        return _single_run_tables(payload)
     lines = ["| preferences | near-optimal: regret model | near-optimal: partial-return model | difference "
              "| paired p | median scaled return: regret | median: partial return |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
@@ -99,28 +98,3 @@ def tables(payload: dict[str, Any]) -> dict[str, str]:
         out["delivery"] = "\n".join(lines)
     return out
 
-
-def _single_run_tables(payload: dict[str, Any]) -> dict[str, str]:
-    numbers = payload["numbers"]
-    lines = ["| preferences | near-optimal: regret model | near-optimal: partial-return model "
-             "| median scaled return: regret | median: partial return |", "|---:|---:|---:|---:|---:|"]
-    for n, row in numbers["by_prefs"].items():
-        regret, partial = row["regret"], row["partial_return"]
-        bold = regret["near_optimal"] > partial["near_optimal"]
-        share = f"{regret['near_optimal']:.3f}"
-        lines.append(f"| {n} | {'**' + share + '**' if bold else share} | {partial['near_optimal']:.3f} "
-                     f"| {regret['median_scaled_return']:.3f} | {partial['median_scaled_return']:.3f} |")
-    out = {"near_optimal": "\n".join(lines)}
-    if "delivery" in numbers:
-        features = ("gas", "goal", "sheep", "coin", "roadblock", "mud")
-        lines = ["| preferences | " + " | ".join(features) + " | goal > coin > 0 > gas > mud > sheep | scaled return |",
-                 "|---:|" + "---:|" * len(features) + ":---:|---:|"]
-        for n, row in numbers["delivery"]["by_prefs"].items():
-            regret = row["regret"]
-            weights = " | ".join(f"{regret['weights_over_abs_gas'][f]:.2f}" for f in features)
-            lines.append(f"| {n} | {weights} | {'yes' if regret['ordering_holds'] else 'no'} "
-                         f"| {regret['scaled_return']:.3f} |")
-        true = " | ".join(f"{w:g}" for w in numbers["delivery"]["true_weights"])
-        lines.append(f"| true | {true} | yes | 1 |")
-        out["delivery"] = "\n".join(lines)
-    return out

@@ -63,6 +63,10 @@ def _experiment_of(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str]) -> int:
+    if _experiment_of(argv) == "pluralistic":
+        from recsys.experiments.compare_pluralistic import main as compare_pluralistic
+
+        return compare_pluralistic(argv)
     if _experiment_of(argv) == "personality":
         from recsys.experiments.compare_personality import main as compare_personality
 

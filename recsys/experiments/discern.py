@@ -38,7 +38,13 @@ from torch.utils.data import DataLoader
 from recsys.errors import DataFormatError, UserInputError
 from recsys.evaluation import metrics as M
 from recsys.models.generative import GenerativeRetriever
-from recsys.models.generative_data import GenerativeDataset, leave_last_out, pad_ids, preference_arrays
+from recsys.models.generative_data import (
+    GenerativeDataset,
+    leave_last_out,
+    pad_ids,
+    preference_arrays,
+    preference_negative,
+)
 from recsys.models.semantic_ids import SemanticIds, deterministic_setting, train_rqvae
 from recsys.preferences.axes import AXES, QuerySet, SentenceTable, build_axes, training_preferences
 
@@ -85,6 +91,9 @@ class PreferenceOptions:
     half_life: float = 5.0  # rules: recency half-life in items
     train_context: Literal["matched", "mixed"] = "mixed"  # training: matched preference alone, or among others
     dropout: float = 0.0  # share of training examples given no preference at all
+    # Extra training queries that pair a dislike with its item (`recsys.preferences.pairs.negative_training_queries`);
+    # the mender-polarity variants always add them.
+    negative_queries: bool = False
     llm: LLMOptions = field(default_factory=LLMOptions)
 
 
@@ -113,6 +122,22 @@ class ModelOptions:
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 100
+    preference_polarity: bool = False  # a learned like/dislike embedding per preference (mender-polarity variants)
+
+
+@dataclass
+class DPOOptions:
+    """Preference optimization of the mender-sdpo / mender-both variants (`recsys.models.preference_optimization`)."""
+
+    objective: Literal["dpo", "sdpo"] = "sdpo"
+    beta: float = 1.0
+    n_negatives: int = 4  # rejected items per chosen one
+    lr: float = 3e-4
+    sft_weight: float = 0.0
+    max_epochs: int = 4
+    batch_size: int = 128
+    patience: int = 1  # epochs without a lower validation loss (on validation pairs) before stopping
+    kinds: list[str] = field(default_factory=lambda: ["positive", "positive_twin", "negative_twin", "low_rated"])
 
 
 @dataclass
@@ -147,11 +172,14 @@ class DiscernConfig:
     model: ModelOptions = field(default_factory=ModelOptions)
     train: TrainOptions = field(default_factory=TrainOptions)
     eval: EvalOptions = field(default_factory=EvalOptions)
+    dpo: DPOOptions = field(default_factory=DPOOptions)
 
     def check(self) -> None:
-        unknown = sorted(set(self.model.variants) - {"tiger", "mender"})
+        from recsys.experiments.discern_variants import VARIANTS
+
+        unknown = sorted(set(self.model.variants) - set(VARIANTS))
         if unknown or not self.model.variants:
-            raise UserInputError(f"model.variants must list tiger and/or mender, got {self.model.variants}")
+            raise UserInputError(f"model.variants must list some of {', '.join(VARIANTS)}, got {self.model.variants}")
         if not self.eval.ks or min(self.eval.ks) < 1 or max(self.eval.ks) > self.eval.beam_size:
             raise UserInputError(f"eval.ks must be positive and at most eval.beam_size ({self.eval.beam_size}), "
                                  f"got {self.eval.ks}")
@@ -304,8 +332,9 @@ def _checkpoint_matches(path: Path, hparams: dict, codes: np.ndarray) -> bool:
 
 def train_variant(variant: str, data: DiscernData, split, ids: SemanticIds, item_embeddings: np.ndarray | None,
                   preferences: dict[str, list[np.ndarray]] | None, table: SentenceTable | None,
-                  config: DiscernConfig, out: Path) -> GenerativeRetriever:
-    """Train one variant with early stopping on validation loss; keep the best epoch at out/<variant>/best.ckpt."""
+                  config: DiscernConfig, out: Path, name: str | None = None) -> GenerativeRetriever:
+    """Train one variant with early stopping on validation loss; keep the best epoch at out/<name>/best.ckpt
+    (name: the variant's, unless given)."""
     options = config.model
     hparams = dict(variant=variant, n_items=len(data.item_ids), level_sizes=list(ids.level_sizes),
                    text_dim=int(item_embeddings.shape[1]) if item_embeddings is not None else 384,
@@ -313,11 +342,15 @@ def train_variant(variant: str, data: DiscernData, split, ids: SemanticIds, item
                    decoder_layers=options.decoder_layers, ff_dim=options.ff_dim, dropout=options.dropout,
                    max_history=options.max_history, lr=options.lr, weight_decay=options.weight_decay,
                    warmup_steps=options.warmup_steps, beam_size=config.eval.beam_size)
-    directory = out / variant
+    polarity = variant == "mender" and options.preference_polarity
+    if polarity:  # only when set, so checkpoints from before the option still match
+        hparams["preference_polarity"] = True
+    name = name or variant
+    directory = out / name
     best = directory / "best.ckpt"
     block = _checkpoint_block(data, split, config)
     if config.train.reuse_checkpoints and best.is_file() and _checkpoint_matches(best, hparams, ids.codes):
-        log.info("%s: reusing %s (same settings and semantic IDs)", variant, best)
+        log.info("%s: reusing %s (same settings and semantic IDs)", name, best)
         _refresh_block(best, block)
         model = GenerativeRetriever.load_from_checkpoint(best, map_location="cpu", weights_only=False)
         return model.to(evaluation_device(config.train.accelerator))
@@ -333,7 +366,8 @@ def train_variant(variant: str, data: DiscernData, split, ids: SemanticIds, item
         examples = getattr(split, part)
         if not use_prefs:
             return GenerativeDataset(examples)
-        return GenerativeDataset(examples, pad_ids(preferences[part], width), table.embeddings)
+        return GenerativeDataset(examples, pad_ids(preferences[part], width), table.embeddings,
+                                 table.negative if polarity else None)
 
     generator = torch.Generator().manual_seed(config.seed)
     train_loader = DataLoader(dataset("train"), batch_size=config.train.batch_size, shuffle=True, generator=generator)
@@ -351,18 +385,18 @@ def train_variant(variant: str, data: DiscernData, split, ids: SemanticIds, item
         torch.multiprocessing.set_sharing_strategy("file_system")
     budget = {"max_time": {"minutes": config.train.max_minutes}} if config.train.max_minutes else {}
     trainer = pl.Trainer(max_epochs=config.train.max_epochs, accelerator=config.train.accelerator, **parallel,
-                         **budget, logger=pl.loggers.CSVLogger(str(out), name=variant, version=""),
+                         **budget, logger=pl.loggers.CSVLogger(str(out), name=name, version=""),
                          callbacks=[checkpoint, stopping], enable_progress_bar=config.train.progress,
                          enable_model_summary=False, deterministic=deterministic_setting(config.train.accelerator),
                          num_sanity_val_steps=0)
     started = time.perf_counter()
     trainer.fit(model, train_loader, valid_loader)
     if not checkpoint.best_model_path:  # the time budget ended before the first validation: keep what was trained
-        log.warning("%s: no validation epoch finished within train.max_minutes; the last weights are used", variant)
+        log.warning("%s: no validation epoch finished within train.max_minutes; the last weights are used", name)
         trainer.save_checkpoint(best)
         checkpoint.best_model_path = str(best)
     best_loss = checkpoint.best_model_score  # not carried back from spawned processes
-    log.info("%s: trained in %.0f s; best valid/loss %s", variant, time.perf_counter() - started,
+    log.info("%s: trained in %.0f s; best valid/loss %s", name, time.perf_counter() - started,
              "(in the checkpoint)" if best_loss is None else f"{float(best_loss):.4f}")
     model = GenerativeRetriever.load_from_checkpoint(checkpoint.best_model_path, map_location="cpu", weights_only=False)
     return model.to(evaluation_device(config.train.accelerator))
@@ -407,10 +441,13 @@ def _checkpoint_block(data: DiscernData, split, config: DiscernConfig) -> dict:
 # ---------------------------------------------------------------------------------------------
 def recommend(model: GenerativeRetriever, queries: QuerySet, table: SentenceTable | None, k: int,
               beam_size: int) -> np.ndarray:
-    prefs = mask = None
+    prefs = mask = negative = None
     if model.variant == "mender" and table is not None:
         prefs, mask = preference_arrays(queries.preferences, table.embeddings, model.hparams.max_preferences)
-    items, _ = model.recommend(queries.history, prefs, mask, k=k, beam_size=beam_size, exclude=queries.exclude)
+        if model.reads_polarity:
+            negative = preference_negative(queries.preferences, table.negative, model.hparams.max_preferences)
+    items, _ = model.recommend(queries.history, prefs, mask, k=k, beam_size=beam_size, exclude=queries.exclude,
+                               pref_negative=negative)
     return items
 
 
@@ -522,12 +559,14 @@ def run(config: DiscernConfig, out: Path) -> dict:
                                                   config.preferences.dropout if part == "train" else 0.0,
                                                   config.seed)
                        for part in ("train", "valid")}
-    elif "mender" in variants:
+    elif any(v.startswith("mender") for v in variants):
         log.warning("mender needs preferences (reviews); these sequences have none, so only tiger runs")
-        variants.remove("mender")
+        variants = [v for v in variants if not v.startswith("mender")]
         if not variants:
-            raise UserInputError("model.variants lists only mender, which needs the preference world's reviews")
+            raise UserInputError("model.variants lists only mender variants, which need the preference world's "
+                                 "reviews")
 
+    review_negative: set[tuple[int, int]] = set()
     if data.world is not None:
         sentences = data.world.review_sentences
         negative = sentences[(sentences["aspect"] != "overall") & (sentences["sentiment"] < 0)]
@@ -542,9 +581,13 @@ def run(config: DiscernConfig, out: Path) -> dict:
                                            seen if config.eval.exclude_seen else empty)}
     axes = {name: queries.head(config.eval.max_queries) for name, queries in axes.items()}
 
-    metrics, hits = {}, {}
+    from recsys.experiments.discern_variants import Inputs, train
+
+    inputs = Inputs(data, split, ids, item_embeddings, preferences, table, timeline, review_negative, train_variant,
+                    evaluation_device(config.train.accelerator))
+    metrics, hits, trained = {}, {}, {}
     for variant in variants:
-        model = train_variant(variant, data, split, ids, item_embeddings, preferences, table, config, out)
+        model = train(variant, inputs, config, out, trained)
         hits[variant] = {}
         metrics[variant] = evaluate_variant(model, axes, table, list(config.eval.ks), config.eval.beam_size,
                                             hits[variant])
@@ -552,6 +595,9 @@ def run(config: DiscernConfig, out: Path) -> dict:
     if {"tiger", "mender"} <= set(hits):
         details["mender_vs_tiger"] = paired_differences(hits["mender"], hits["tiger"], list(config.eval.ks),
                                                         config.seed)
+    if "mender" in hits and any(v not in ("tiger", "mender") for v in hits):
+        details["vs_mender"] = {v: paired_differences(hits[v], hits["mender"], list(config.eval.ks), config.seed)
+                                for v in hits if v not in ("tiger", "mender")}
     write_outputs(out, metrics, details, config)
     return metrics
 
@@ -568,9 +614,15 @@ def paired_differences(a: dict[str, np.ndarray], b: dict[str, np.ndarray], ks: l
         name = "sentiment" if axis == "sentiment_positive" else axis
         out[name] = {}
         for k in ks:
-            result = paired_comparison(a[axis][:, :k].any(axis=1), b[axis][:, :k].any(axis=1), seed=seed)
-            out[name][f"recall@{k}"] = {key: getattr(result, key) for key in
-                                        ("n", "mean_difference", "ci_low", "ci_high", "p_value")}
+            per_query = {"recall": (a[axis][:, :k].any(axis=1), b[axis][:, :k].any(axis=1))}
+            if name == "sentiment" and "sentiment_negative" in a and "sentiment_negative" in b:
+                kept = [~h["sentiment_negative"][:, :k].any(axis=1) for h in (a, b)]
+                per_query["negative_kept_out"] = tuple(kept)
+                per_query["combined"] = tuple(h[axis][:, :k].any(axis=1) & o for h, o in zip((a, b), kept))
+            for metric, (first, second) in per_query.items():
+                result = paired_comparison(first, second, seed=seed)
+                out[name][f"{metric}@{k}"] = {key: getattr(result, key) for key in
+                                              ("n", "mean_difference", "ci_low", "ci_high", "p_value")}
     return out
 
 

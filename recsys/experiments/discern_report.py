@@ -45,14 +45,17 @@ def report_markdown(metrics: dict, details: dict, ks: Sequence[int]) -> str:
             diff = [_cell(metrics["mender"][axis].get(c, np.nan) - metrics["tiger"][axis].get(c, np.nan))
                     for c in columns]
             lines.append(f"| {_title(axis)} | mender - tiger | | " + " | ".join(diff) + " |")
-    if details.get("mender_vs_tiger"):
-        lines += ["", "## Mender minus TIGER, paired over the same queries", "",
-                  "Difference of hit rates (Recall@K with one relevant item), paired t-test p-value and bootstrap "
+    comparisons = [("Mender minus TIGER", details["mender_vs_tiger"])] if details.get("mender_vs_tiger") else []
+    comparisons += [(f"{variant} minus Mender", per) for variant, per in details.get("vs_mender", {}).items()]
+    for heading, comparison in comparisons:
+        lines += ["", f"## {heading}, paired over the same queries", "",
+                  "Difference of hit rates (Recall@K with one relevant item; for sentiment also the negative "
+                  "preference's kept-out rate and the combined score), paired t-test p-value and bootstrap "
                   "95% confidence interval.", "",
-                  "| axis | K | queries | difference | 95% CI | p |", "|---|---|---|---|---|---|"]
-        for axis, per_k in details["mender_vs_tiger"].items():
+                  "| axis | metric@K | queries | difference | 95% CI | p |", "|---|---|---|---|---|---|"]
+        for axis, per_k in comparison.items():
             for key, row in per_k.items():
-                lines.append(f"| {_title(axis)} | {key.split('@')[1]} | {int(row['n']):,} | "
+                lines.append(f"| {_title(axis)} | {key} | {int(row['n']):,} | "
                              f"{row['mean_difference']:+.4f} | [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] | "
                              f"{row['p_value']:.2g} |")
     sentiment = {v: metrics[v]["sentiment"] for v in variants if "sentiment" in metrics[v]}

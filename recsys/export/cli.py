@@ -26,7 +26,8 @@ def export_checkpoint(ckpt_path: Path | str, out_dir: Path | str, index_spec: In
     "personality": the embedding bundle of its exact score rows plus the ranker graph for new users
     (`recsys.export.personality`); "generative-tiger" / "generative-mender": plus the encoder,
     decoder-step (and text encoder) graphs (`recsys.export.generative`; `text_model`
-    overrides the checkpoint's sentence encoder); any other embedding recommender: the two towers.
+    overrides the checkpoint's sentence encoder); "pluralistic": plus the taste prototypes for placing
+    new users from comparisons (`recsys.export.pluralistic`); any other embedding recommender: the two towers.
     `verify_sample` and `tolerance` default to each exporter's own (None).
     """
     ckpt_path = Path(ckpt_path)
@@ -35,6 +36,11 @@ def export_checkpoint(ckpt_path: Path | str, out_dir: Path | str, index_spec: In
         from recsys.export.personality import export_personality
 
         return export_personality(ckpt_path, out_dir, model_name, bundle_version, verify_sample or 256,
+                                  tolerance or TOLERANCE, overwrite, seed, index_spec=index_spec)
+    if kind == "pluralistic":
+        from recsys.export.pluralistic import export_pluralistic
+
+        return export_pluralistic(ckpt_path, out_dir, model_name, bundle_version, verify_sample or 256,
                                   tolerance or TOLERANCE, overwrite, seed, index_spec=index_spec)
     if kind.startswith("generative-"):
         from recsys.export.generative import GENERATIVE_TOLERANCE, export_generative

@@ -8,7 +8,8 @@ embeddings, user vectors = the mean over the user's training items) plus:
 
     generative_encoder.onnx       tiger:  history int64[batch, history] -> memory, padding
                                   mender: history, prefs float32[batch, prefs, text_dim],
-                                          pref_mask bool[batch, prefs] -> memory, padding
+                                          pref_mask bool[batch, prefs] (and, with a polarity
+                                          embedding, pref_negative bool[batch, prefs]) -> memory, padding
     generative_decoder_step.onnx  memory float32[batch, source, d], padding bool[batch, source],
                                   tokens int64[batch, steps] (BOS = 1, then code + level offset)
                                   -> logits float32[batch, vocab] for the next token
@@ -21,7 +22,9 @@ embeddings, user vectors = the mean over the user's training items) plus:
 
 (all through `write_bundle(extra_files=..., manifest_sections=...)`, so they carry sha256 in the
 manifest) and a "generative" section in manifest.json (variant, level sizes and offsets, special tokens,
-history and preference limits, beam size, the text encoder's tokenizer settings). Decoding:
+history and preference limits, beam size, the text encoder's tokenizer settings; for a polarity-aware
+Mender, `preference_polarity` with the case-insensitive `negative_pattern` that marks a sentence as a
+dislike, the extractor's own). Decoding:
 history (-1 padded on the left, most recent last) -> encoder; then for each level l the decoder
 step on [BOS, codes so far + offsets], keep logits[offsets[l]: offsets[l] + level_sizes[l]], and
 run the trie-constrained beam search of `bundleformat.beam_search` (`OnnxGenerativeRetriever`
@@ -82,6 +85,12 @@ class TigerEncoderGraph(nn.Module):
 class MenderEncoderGraph(TigerEncoderGraph):
     def forward(self, history: torch.Tensor, prefs: torch.Tensor, pref_mask: torch.Tensor):  # type: ignore[override]
         return self.model.encode(history, prefs, pref_mask)
+
+
+class PolarityEncoderGraph(TigerEncoderGraph):
+    def forward(self, history: torch.Tensor, prefs: torch.Tensor, pref_mask: torch.Tensor,  # type: ignore[override]
+                pref_negative: torch.Tensor):
+        return self.model.encode(history, prefs, pref_mask, pref_negative)
 
 
 class DecoderStepGraph(nn.Module):
@@ -154,6 +163,7 @@ class OnnxGenerativeRetriever:
         codes = np.load(self.directory / SEMANTIC_IDS, allow_pickle=False)
         self.trie = PrefixTrie(codes, self.spec["level_sizes"])
         self.offsets = np.asarray(self.spec["offsets"], dtype=np.int64)
+        self.polarity = "preference_polarity" in self.spec
 
     def encode_text(self, sentences: list[str]) -> np.ndarray:
         encodings = self.tokenizer.encode_batch(list(sentences))
@@ -162,14 +172,18 @@ class OnnxGenerativeRetriever:
         return self.text.run(None, {"input_ids": ids, "attention_mask": mask})[0]
 
     def recommend(self, history: np.ndarray, prefs: np.ndarray | None = None, pref_mask: np.ndarray | None = None,
-                  k: int = 10, beam_size: int | None = None, exclude=None) -> tuple[np.ndarray, np.ndarray]:
+                  k: int = 10, beam_size: int | None = None, exclude=None,
+                  pref_negative: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         history = np.asarray(history, dtype=np.int64)
         feeds = {"history": history}
         if self.spec["variant"] == "mender":
             if prefs is None or prefs.shape[1] == 0:  # the graph wants >= 1 slot; a masked one means none
                 prefs = np.zeros((len(history), 1, self.spec["text_dim"]), dtype=np.float32)
-                pref_mask = np.zeros((len(history), 1), dtype=bool)
+                pref_mask = pref_negative = np.zeros((len(history), 1), dtype=bool)
             feeds.update(prefs=np.asarray(prefs, dtype=np.float32), pref_mask=np.asarray(pref_mask, dtype=bool))
+            if self.polarity:
+                feeds["pref_negative"] = np.zeros(prefs.shape[:2], dtype=bool) if pref_negative is None \
+                    else np.asarray(pref_negative, dtype=bool)
         memory, padding = self.encoder.run(None, feeds)
 
         def step(rows: np.ndarray, prefix: np.ndarray) -> np.ndarray:
@@ -234,9 +248,16 @@ def _export_graphs(model: GenerativeRetriever, work: Path, text_model) -> None:
         prefs_dim = torch.export.Dim("prefs", min=1)
         prefs = torch.randn(2, 2, model.hparams.text_dim)
         mask = torch.tensor([[True, False], [True, True]])
-        export_onnx(MenderEncoderGraph(model), (history, prefs, mask), work / ENCODER_GRAPH,
-                     ["history", "prefs", "pref_mask"], "memory",
-                     ({0: batch, 1: length}, {0: batch, 1: prefs_dim}, {0: batch, 1: prefs_dim}))
+        if model.reads_polarity:
+            negative = torch.tensor([[True, False], [False, True]])
+            export_onnx(PolarityEncoderGraph(model), (history, prefs, mask, negative), work / ENCODER_GRAPH,
+                         ["history", "prefs", "pref_mask", "pref_negative"], "memory",
+                         ({0: batch, 1: length}, {0: batch, 1: prefs_dim}, {0: batch, 1: prefs_dim},
+                          {0: batch, 1: prefs_dim}))
+        else:
+            export_onnx(MenderEncoderGraph(model), (history, prefs, mask), work / ENCODER_GRAPH,
+                         ["history", "prefs", "pref_mask"], "memory",
+                         ({0: batch, 1: length}, {0: batch, 1: prefs_dim}, {0: batch, 1: prefs_dim}))
         memory, padding = model.encode(history, prefs, mask)
     else:
         export_onnx(TigerEncoderGraph(model), (history,), work / ENCODER_GRAPH, ["history"], "memory",
@@ -277,7 +298,7 @@ def _verify(model: GenerativeRetriever, work: Path, spec: dict, block: dict, tex
     runtime = OnnxGenerativeRetriever(work, spec=spec)
     errors: dict[str, float] = {}
     history = _verification_queries(model, block, sample, rng)
-    prefs = mask = None
+    prefs = mask = negative = None
     if model.variant == "mender":
         sentences = list(PROBE_SENTENCES)
         errors["text_encoder"] = _check("text encoder", text_encoder.encode(sentences), runtime.encode_text(sentences),
@@ -286,7 +307,11 @@ def _verify(model: GenerativeRetriever, work: Path, spec: dict, block: dict, tex
         picks = rng.integers(0, len(sentences), size=(len(history), 2))
         prefs = table[picks].astype(np.float32)
         mask = rng.random((len(history), 2)) < 0.7
+        if model.reads_polarity:
+            negative = (rng.random((len(history), 2)) < 0.5) & mask
     feeds = {"history": history} if prefs is None else {"history": history, "prefs": prefs, "pref_mask": mask}
+    if negative is not None:
+        feeds["pref_negative"] = negative
     onnx_memory, onnx_padding = runtime.encoder.run(None, feeds)
     with torch.no_grad():
         memory, padding = model.encode(*(torch.as_tensor(v) for v in feeds.values()))
@@ -295,8 +320,8 @@ def _verify(model: GenerativeRetriever, work: Path, spec: dict, block: dict, tex
         raise ExportVerificationError("encoder padding mask: ONNX differs from torch")
     k = min(10, model.hparams.beam_size)
     exclude = [h[h >= 0] for h in history]
-    torch_items, torch_scores = model.recommend(history, prefs, mask, k=k, exclude=exclude)
-    onnx_items, onnx_scores = runtime.recommend(history, prefs, mask, k=k, exclude=exclude)
+    torch_items, torch_scores = model.recommend(history, prefs, mask, k=k, exclude=exclude, pref_negative=negative)
+    onnx_items, onnx_scores = runtime.recommend(history, prefs, mask, k=k, exclude=exclude, pref_negative=negative)
     errors["beam_scores"] = _check("beam search scores", torch_scores, onnx_scores, tolerance * 10)
     same = torch_items == onnx_items
     if not same.all():
@@ -365,6 +390,11 @@ def export_generative(ckpt_path: Path | str, out_dir: Path | str, verify_sample:
             spec["text_encoder"] = {"graph": TEXT_GRAPH, "tokenizer": TOKENIZER, "name": text_encoder.name,
                                     "max_length": int(text_model.max_seq_length), "pad_token": pad_token,
                                     "pad_id": int(text_model.tokenizer.pad_token_id or 0)}
+        if model.reads_polarity:
+            from recsys.preferences.extraction import NEGATIVE_PATTERN
+
+            spec["preference_polarity"] = {"input": "pref_negative", "negative_pattern": NEGATIVE_PATTERN.pattern,
+                                           "flags": "i"}
         spec["verification"] = _verify(model, staging, spec, block, text_encoder, verify_sample, tolerance, seed)
         write_bundle(out_dir, users, items, block["vocab_users"], block["vocab_items"], block.get("catalog"),
                      block.get("item_popularity"), block["train_items_by_user"], metrics, model.model_kind,

@@ -83,15 +83,17 @@ def leave_last_out(sequences: Sequence[np.ndarray], max_history: int = 20) -> Se
 
 
 class GenerativeDataset(Dataset):
-    """Examples plus, optionally, preference sentence ids per example (gathered from an embedding table)."""
+    """Examples plus, optionally, preference sentence ids per example (gathered from an embedding table and,
+    for a polarity-aware model, a per-sentence dislike flag)."""
 
     def __init__(self, examples: Examples, preference_ids: np.ndarray | None = None,
-                 preference_table: np.ndarray | None = None):
+                 preference_table: np.ndarray | None = None, negative: np.ndarray | None = None):
         self.examples = examples
         if preference_ids is not None and len(preference_ids) != len(examples):
             raise ValueError(f"{len(preference_ids)} preference rows for {len(examples)} examples")
         self.preference_ids = preference_ids
         self.table = None if preference_table is None else torch.as_tensor(np.asarray(preference_table, np.float32))
+        self.negative = None if negative is None else torch.as_tensor(np.asarray(negative, dtype=bool))
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -104,6 +106,8 @@ class GenerativeDataset(Dataset):
             mask = ids >= 0
             item["prefs"] = self.table[ids.clamp_min(0)] * mask[:, None]
             item["pref_mask"] = mask
+            if self.negative is not None:
+                item["pref_negative"] = self.negative[ids.clamp_min(0)] & mask
         return item
 
 
@@ -117,6 +121,15 @@ def preference_arrays(ids: Sequence[np.ndarray], table: np.ndarray, width: int) 
         prefs[row, :len(chosen)] = table[chosen]
         mask[row, :len(chosen)] = True
     return prefs, mask
+
+
+def preference_negative(ids: Sequence[np.ndarray], negative: np.ndarray, width: int) -> np.ndarray:
+    """(N, width) dislike flags of ragged sentence-id lists, aligned with `preference_arrays` (False = padding)."""
+    out = np.zeros((len(ids), width), dtype=bool)
+    for row, sentence_ids in enumerate(ids):
+        chosen = np.asarray(sentence_ids, dtype=np.int64)[:width]
+        out[row, :len(chosen)] = negative[chosen]
+    return out
 
 
 def pad_ids(ids: Sequence[np.ndarray], width: int) -> np.ndarray:

@@ -103,6 +103,16 @@ def matched_preference(candidates: np.ndarray, item: int, table: SentenceTable, 
     return int(pool[int(np.argmax(similarity))])
 
 
+def negative_about(timeline: PreferenceTimeline, table: SentenceTable, item_embeddings: np.ndarray, user: int,
+                   step: int, item: int) -> int:
+    """The negative preference of (user, step) closest to the item among those with a positive twin; -1 if none."""
+    candidates = timeline.at(user, step)
+    candidates = candidates[table.negative[candidates] & (table.inverted[candidates] >= 0)]
+    if not len(candidates):
+        return -1
+    return int(candidates[np.argmax(table.embeddings[candidates] @ item_embeddings[item])])
+
+
 def training_preferences(examples: Examples, timeline: PreferenceTimeline, table: SentenceTable,
                          item_embeddings: np.ndarray, context: str = "mixed", dropout: float = 0.0,
                          seed: int = 0) -> list[np.ndarray]:
@@ -218,11 +228,9 @@ def _sentiment(sequences, test: Examples, timeline: PreferenceTimeline, table: S
     for row, (user, step, item) in enumerate(zip(test.user.tolist(), test.step.tolist(), test.target.tolist())):
         if (user, item) not in review_negative:
             continue
-        after = timeline.at(user, step + 1)  # has read the test item's review
-        candidates = after[table.negative[after] & (table.inverted[after] >= 0)]
-        if not len(candidates):
+        chosen = negative_about(timeline, table, item_embeddings, user, step + 1, item)  # has read its review
+        if chosen < 0:
             continue
-        chosen = int(candidates[np.argmax(table.embeddings[candidates] @ item_embeddings[item])])
         rows.append(row)
         negative.append(np.array([chosen]))
         positive.append(np.array([table.inverted[chosen]]))

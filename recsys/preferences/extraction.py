@@ -43,6 +43,7 @@ DISLIKE_TEMPLATES = ("Avoid {adj} {category}", "No {adj} {category}", "Exclude {
 _NEGATIVE = re.compile(
     r"^\s*(avoid|no\b|exclude|not\b|never|don'?t|do not|dislike|stays? away|steer clear|skip|"
     r"has no patience|is put off|has little interest|rarely enjoys|usually skips|without\b)", re.IGNORECASE)
+NEGATIVE_PATTERN = _NEGATIVE  # what a polarity-aware model's bundle records, so a server flags dislikes the same way
 _INVERSIONS = ((re.compile(r"^\s*avoids?\s+", re.I), "Find "), (re.compile(r"^\s*exclude\s+", re.I), "Search for "),
                (re.compile(r"^\s*no\s+", re.I), "Search for "), (re.compile(r"^\s*stays? away from\s+", re.I), "Find "),
                (re.compile(r"^\s*dislikes?\s+", re.I), "Find "), (re.compile(r"^\s*skip\s+", re.I), "Find "))

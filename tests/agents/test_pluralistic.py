@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from agents.clustering import adjusted_rand_index
 from agents.envs.delivery import delivery_board
 from agents.preferences.models import LinearReward, RegretModel, to_batch
 from agents.preferences.pluralistic import (
@@ -21,6 +20,7 @@ from agents.preferences.pluralistic import (
 from agents.preferences.policy_set import sample_policy_set
 from agents.preferences.population import PopulationConfig, make_population
 from recsys.errors import UserInputError
+from recsys.evaluation.clustering import adjusted_rand_index
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,13 +36,6 @@ def _batches(population, scorer, n_train, n_test, rng):
     test = people_batch([d.subset(slice(n_train, None)) for d, _ in labelled], scorer)
     truth = torch.as_tensor(np.concatenate([exact[n_train:] for _, exact in labelled]))
     return train, test, truth
-
-
-def test_adjusted_rand_index_matches_known_values():
-    assert adjusted_rand_index([0, 0, 1, 1], [5, 5, 2, 2]) == 1.0
-    # sklearn.metrics.adjusted_rand_score([0, 0, 1, 1, 2, 2], [0, 0, 1, 2, 2, 2]) = 0.4444...
-    assert adjusted_rand_index([0, 0, 1, 1, 2, 2], [0, 0, 1, 2, 2, 2]) == pytest.approx(4 / 9)
-    assert abs(adjusted_rand_index([0, 1] * 200, [0] * 200 + [1] * 200)) < 0.01
 
 
 def test_population_keeps_ground_truth(mdp):
@@ -194,3 +187,27 @@ def test_experiment_cli_at_tiny_scale(tmp_path):
     assert "| 5 | unseen |" in render(doc)
     with pytest.raises(UserInputError, match="unknown population 'flat'"):
         experiment_main(["pluralistic", "--populations", "flat", "--out", str(out)])
+
+
+def test_documented_tables_are_generated_from_the_json():
+    import json
+    import re
+    from pathlib import Path
+
+    from agents.experiments.docs_tables import render
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "results.md").read_text()
+    names = re.findall(r"<!-- generated from docs/results/(pluralistic_agents\w*)\.json -->", text)
+    assert "pluralistic_agents" in names, "docs/results.md has no table generated from pluralistic_agents.json"
+    for name in names:
+        doc = json.loads((root / "docs" / "results" / f"{name}.json").read_text())
+        marker = f"<!-- generated from docs/results/{name}.json -->\n"
+        block = text.split(marker, 1)[1].split("\n<!-- end generated -->", 1)[0]
+        assert block.strip() == render(doc).strip(), f"docs/results.md differs from {name}.json"
+        # the summary is the per-seed records' summary
+        for population, by_m in doc["summary"].items():
+            records = [r for r in doc["per_seed"] if r["population"] == population]
+            for m, cell in by_m.items():
+                expected = np.mean([r["by_m"][m]["accuracy"]["unseen"]["pluralistic"] for r in records])
+                assert cell["accuracy"]["unseen"]["pluralistic"]["mean"] == pytest.approx(expected)

@@ -29,7 +29,7 @@ def test_every_table_in_results_md_is_what_its_json_renders():
 def test_a_hand_edited_table_or_a_missing_json_is_caught(tmp_path):
     text = render.DOC.read_text()
     start = text.index("<!-- finding:regret_vs_return near_optimal -->")
-    edited = text[:start] + text[start:].replace("| 300 | **0.968** |", "| 300 | **0.990** |", 1)
+    edited = text[:start] + text[start:].replace("| 300 | **0.968 ± 0.032** |", "| 300 | **0.990 ± 0.032** |", 1)
     assert edited != text
     rendered, changed = render.render(edited, core.RESULTS)
     assert changed == ["regret_vs_return near_optimal"] and rendered == text
@@ -44,7 +44,7 @@ def test_a_hand_edited_table_or_a_missing_json_is_caught(tmp_path):
 
 def test_check_exits_1_on_a_stale_table_and_list_names_every_finding(monkeypatch, tmp_path, capsys):
     doc = tmp_path / "results.md"
-    doc.write_text(render.DOC.read_text().replace("| 300 | **0.968** |", "| 300 | **0.990** |", 1))
+    doc.write_text(render.DOC.read_text().replace("| 300 | **0.968 ± 0.032** |", "| 300 | **0.990 ± 0.032** |", 1))
     monkeypatch.setattr(render, "DOC", doc)
     assert main(["--check"]) == 1
     assert "regret_vs_return near_optimal" in capsys.readouterr().err

@@ -179,7 +179,7 @@ def test_two_training_processes_write_a_checkpoint_one_process_loads(tmp_path):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--model.variants", "[bert]"], "tiger and/or mender"),
+    (["--model.variants", "[bert]"], "model.variants must list some of tiger, mender"),
     (["--train.devices", "0"], "train.devices must be >= 1"),
     (["--eval.ks", "[5, 50]", "--eval.beam_size", "20"], "at most eval.beam_size"),
     (["--model.no_such_option", "3"], "discern:"),

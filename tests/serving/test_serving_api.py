@@ -119,7 +119,7 @@ def test_answer_carries_titles_categories_and_version(client, bundle_dir):
     ({"user_id": "user-1", "k": 0}, 422, "greater than or equal to 1"),
     ({"user_id": "user-1", "k": 1001}, 422, "less than or equal to 1000"),
     ({"user_id": "user-1", "k": "ten"}, 422, "valid integer"),
-    ({"k": 5}, 422, "give user_id, recent_items, profile or preferences"),
+    ({"k": 5}, 422, "give user_id, recent_items, profile, preferences or comparisons"),
     ({"user_id": "user-1", "filters": {"include_categories": ["cars"]}}, 422, "unknown categories ['cars']"),
     ({"user_id": "user-1", "filters": {"exclude_categories": ["books", "boats"]}}, 422, "unknown categories ['boats']"),
     ({"user_id": "user-1", "surprise": True}, 422, "Extra inputs are not permitted"),

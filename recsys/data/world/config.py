@@ -36,6 +36,13 @@ class WorldConfig:
     demographic_influence: float = _knob(0.1, "share of taste variance explained by demographics",
                                          low=0.0, high=1.0)
 
+    # Taste types (pluralistic populations): off at 0, so the default world is unchanged.
+    taste_types: int = _knob(0, "K latent taste types, independent of traits, mixed per user (0 = none)", low=0)
+    type_influence: float = _knob(0.8, "share of taste variance set by the user's mixture of taste types",
+                                  low=0.0, high=1.0)
+    type_concentration: float = _knob(0.2, "Dirichlet concentration of each user's type mixture (small = "
+                                      "one dominant type)", low=0.0, open_low=True)
+
     # Utility = latent + aspects + category affinity + item quality, each term of unit variance times its weight.
     latent_weight: float = _knob(1.0, "weight of the latent taste term in the utility", low=0.0)
     aspect_weight: float = _knob(0.9, "weight of the aspect term (what stated preferences talk about)", low=0.0)

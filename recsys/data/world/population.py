@@ -34,6 +34,13 @@ class Population:
     traits: np.ndarray  # (n_users, 5) float32 in [1, 7], BIG_FIVE order
     demographics: pd.DataFrame  # age_group, gender, country
     tastes: np.ndarray  # (n_users, taste_dim) float64, about unit variance per dimension
+    # With `taste_types` K > 0: each user's true mixture over the K types (rows sum to 1), else None.
+    type_mixture: np.ndarray | None = None
+
+    @property
+    def dominant_type(self) -> np.ndarray | None:
+        """Per user, the type with the largest share of their mixture (None without taste types)."""
+        return None if self.type_mixture is None else self.type_mixture.argmax(axis=1)
 
     def profiles(self) -> UserProfiles:
         return UserProfiles(self.traits, self.demographics)
@@ -61,7 +68,25 @@ def generate_population(config: WorldConfig, taste_dim: int) -> Population:
         "country": np.asarray(COUNTRIES, dtype=object)[country],
     })
     tastes = _tastes(config, rng, taste_dim, standardized_traits(traits), (age, gender, country))
-    return Population(traits=traits, demographics=demographics, tastes=tastes)
+    mixture = None
+    if config.taste_types > 0:
+        tastes, mixture = _mix_taste_types(config, tastes)
+    return Population(traits=traits, demographics=demographics, tastes=tastes, type_mixture=mixture)
+
+
+def _mix_taste_types(config: WorldConfig, tastes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """taste = sqrt(1 - s) * taste + sqrt(s) * (mixture of K type centres), s = `type_influence`.
+
+    The centres and mixtures come from their own random streams and ignore traits and demographics,
+    so a world without types draws exactly the numbers it drew before. The mixed centre is divided
+    by the norm of the mixture so it keeps unit variance per dimension whatever the mixture.
+    """
+    k, (n, dim) = config.taste_types, tastes.shape
+    centres = config.rng("taste_types").standard_normal((k, dim))
+    mixture = config.rng("taste_mixture").dirichlet(np.full(k, config.type_concentration), size=n)
+    mixed = (mixture @ centres) / np.linalg.norm(mixture, axis=1, keepdims=True)
+    s = config.type_influence
+    return np.sqrt(1 - s) * tastes + np.sqrt(s) * mixed, mixture
 
 
 def _tastes(config: WorldConfig, rng: np.random.Generator, dim: int, traits_std: np.ndarray,

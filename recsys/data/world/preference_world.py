@@ -63,6 +63,11 @@ class PreferenceWorld:
         return self.population.tastes
 
     @property
+    def type_mixture(self) -> np.ndarray | None:
+        """Each user's true mixture over the `taste_types` types (n_users, K), or None without types."""
+        return self.population.type_mixture
+
+    @property
     def like_threshold(self) -> np.ndarray:
         """Per user: an item is truly liked when its utility exceeds this."""
         return self.utility.like_threshold
