@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.findings import discerning
 from bench.findings.core import arguments, p_value
 
 NAME = "discerning_avoid"
@@ -21,19 +22,11 @@ FULL_MINUTES = 60
 CANDIDATE = "mender-both"  # declared before the run: the variant the targets are checked on
 RULE = ("Mender + polarity + S-DPO reaches combined@10 >= 0.20 and negative keep-out@10 >= 0.90, with Recall@10 on "
         "axes 1, 2, 3 and 5 no more than 5% (relative) below Mender's")
-QUICK_ARGV = ["--seed", "0", "--data.world_preset", "toy",
-              "--data.world", "{n_users: 120, n_items: 80, n_categories: 4, interactions_per_user: 10.0, "
-              "review_rate: 1.0}",
-              "--rqvae.max_epochs", "5", "--rqvae.codebook_size", "8", "--rqvae.hidden_dims", "[32]",
-              "--rqvae.latent_dim", "8", "--model.d_model", "16", "--model.n_heads", "2", "--model.ff_dim", "32",
-              "--model.encoder_layers", "1", "--model.decoder_layers", "1", "--model.max_history", "5",
-              "--train.max_epochs", "1", "--train.batch_size", "128", "--train.progress", "false",
-              "--eval.beam_size", "10", "--eval.max_queries", "40", "--dpo.max_epochs", "1"]
+# The same tiny world and model as the discerning finding, plus one epoch of fine-tuning.
+QUICK_ARGV = [*discerning.QUICK_ARGV, "--dpo.max_epochs", "1"]
 QUICK_CHECK = "schema only: one-epoch 16-d models on 120 users have no power to separate the variants"
 VARIANTS = {"mender": "Mender", "mender-polarity": "+ polarity", "mender-sdpo": "+ S-DPO", "mender-both": "+ both"}
-AXES = {"recommendation": "1. preference-based recommendation", "fine_steering": "2. fine-grained steering",
-        "coarse_steering": "3. coarse-grained steering", "sentiment": "4. sentiment, positive preference",
-        "consolidation": "5. history consolidation"}
+AXES = discerning.AXES
 KEPT_AXES = ("recommendation", "fine_steering", "coarse_steering", "consolidation")
 
 
