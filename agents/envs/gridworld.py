@@ -1,18 +1,9 @@
 """The delivery gridworld of Knox et al. (TMLR 2024) as a Gymnasium environment.
 
-A board is a grid of cells; the agent moves up, right, down or left, deterministically. Each
-transition has a reward-feature vector over FEATURES = (gas, goal, sheep, coin, roadblock, mud):
-
-- entering a blank cell costs gas; a coin or a roadblock cell costs gas too, plus its own feature;
-- entering mud costs mud instead of gas;
-- entering the goal or a sheep gives that feature alone and ends the episode;
-- bumping into the edge or a house leaves the agent in place and costs the gas (or mud) of its cell.
-
-The reward is features . weights (the delivery board's weights are [-1, +50, -50, +1, -1, -2]).
-Coins stay where they are, so the state is the agent's cell alone, as in the paper. The per-step
-feature vector is in `info["reward_features"]`; `board.tabular()` gives the exact MDP for planning.
-The board type is `agents.envs.board`; the named boards come from `agents.envs.delivery` and
-`agents.envs.random_mdp`.
+The board (cells, moves, reward features, the exact MDP) is `agents.envs.board`; the delivery
+board's weights are [-1, +50, -50, +1, -1, -2]. The per-step feature vector is in
+`info["reward_features"]`; `board.tabular()` gives the exact MDP for planning. The named boards come
+from `agents.envs.delivery` and `agents.envs.random_mdp`.
 """
 
 from __future__ import annotations
