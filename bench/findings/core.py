@@ -22,8 +22,8 @@ from types import ModuleType
 from typing import Any
 
 # The findings, in the order docs/results.md presents them.
-NAMES = ("noisy_labels", "bpr_movielens", "personality", "discerning", "discerning_avoid", "regret_vs_return",
-         "rlhg_collab", "rlhg_recsim", "pluralistic_recsys")
+NAMES = ("noisy_labels", "bpr_movielens", "personality", "discerning", "discerning_seeds",
+         "discerning_avoid", "regret_vs_return", "rlhg_collab", "rlhg_recsim", "pluralistic_recsys")
 
 
 def load(name: str) -> ModuleType:
