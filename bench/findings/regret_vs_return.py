@@ -28,9 +28,13 @@ FEATURES = ("gas", "goal", "sheep", "coin", "roadblock", "mud")
 
 
 def run(workdir: Path, quick: bool) -> dict[str, Any]:
+    return run_over_seeds(QUICK_ARGV if quick else arguments(COMMAND, "regret-vs-return"), workdir)
+
+
+def run_over_seeds(argv: list[str], workdir: Path) -> dict[str, Any]:
+    """Run `agents experiment regret-vs-return ARGV --seeds ...` and read its numbers and the rule's checks."""
     from agents.experiments.regret_vs_return import delivery_ordering, main
 
-    argv = QUICK_ARGV if quick else arguments(COMMAND, "regret-vs-return")
     assert main([*argv, "--out", str(workdir)]) == 0
     over = json.loads((workdir / "over_seeds.json").read_text())
     seeds, prefs = over["seeds"], [str(n) for n in over["config"]["prefs"]]
