@@ -272,6 +272,8 @@ COMMANDS: dict[str, Run] = {
     "--out artifacts/experiments/human-likelihood": Run(HUMAN_TINY, needs=("shared_data",)),
     "python -m agents experiment regret-vs-return --mdps 100 --no-delivery --prefs 300,1000,3000,10000 --seed 0 "
     "--out artifacts/experiments/regret-vs-return-100": Run("--mdps 2 --prefs 30,100 --steps 50 --workers 1"),
+    "python -m agents experiment regret-vs-return --mdps 100 --no-delivery --prefs 300,1000,3000,10000 --seeds 0,1,2 "
+    "--workers 2 --out artifacts/findings/regret_vs_return_100_seeds": Run("--mdps 2 --prefs 30,100 --steps 50 --workers 1"),
     # pluralistic reward learning
     "python -m agents experiment pluralistic --seeds 5 --teacher partial_return --steps 200 --restarts 1 "
     "--out docs/results/pluralistic_agents.json": Run(PLURALISTIC_TINY),

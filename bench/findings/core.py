@@ -23,7 +23,7 @@ from typing import Any
 
 # The findings, in the order docs/results.md presents them.
 NAMES = ("noisy_labels", "bpr_movielens", "personality", "discerning", "discerning_seeds",
-         "discerning_avoid", "regret_vs_return", "regret_vs_return_100", "rlhg_collab", "rlhg_recsim", "pluralistic_recsys")
+         "discerning_avoid", "regret_vs_return", "regret_vs_return_100_seeds", "rlhg_collab", "rlhg_recsim", "pluralistic_recsys")
 
 
 def load(name: str) -> ModuleType:

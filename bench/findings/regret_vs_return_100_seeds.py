@@ -9,10 +9,10 @@ from typing import Any
 from bench.findings import regret_vs_return
 from bench.findings.core import arguments
 
-NAME = "regret_vs_return_100"
+NAME = "regret_vs_return_100_seeds"
 TITLE = "Reward learning from preferences on 100 random MDPs, over seeds"
 COMMAND = ("python -m agents experiment regret-vs-return --mdps 100 --no-delivery --prefs 300,1000,3000,10000 "
-           "--seeds 0,1,2 --workers 2 --out artifacts/findings/regret_vs_return_100")
+           "--seeds 0,1,2 --workers 2 --out artifacts/findings/regret_vs_return_100_seeds")
 # One seed of 100 MDPs: 8.7 CPU-minutes, so about 13 min for three seeds on two free cores.
 FULL_MINUTES = 15
 RULE = ("over seeds 0, 1 and 2 (each 100 random boards of its own), the regret model is near-optimal (scaled return "
