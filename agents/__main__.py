@@ -1,5 +1,6 @@
 """`python -m agents <command>`: reward learning, RL agents and simulations."""
 
 from agents.cli import main
+from recsys.cli import exit_after
 
-raise SystemExit(main())
+exit_after(main())

@@ -1,5 +1,5 @@
 """`python -m recsys <command>`: one entry point for every recommender task."""
 
-from recsys.cli import main
+from recsys.cli import exit_after, main
 
-raise SystemExit(main())
+exit_after(main())
