@@ -137,6 +137,12 @@ COMMANDS: dict[str, Run] = {
         "--model.d_model 32 --model.ff_dim 64 --model.encoder_layers 1 --model.decoder_layers 1 --model.n_heads 2 "
         "--rqvae.max_epochs 1 --rqvae.codebook_size 16 --rqvae.hidden_dims [32] --train.max_epochs 1 "
         "--train.max_minutes 0.2 --eval.max_queries 50 --train.progress false", needs=("shared_data",)),
+    "python -m recsys discern -c configs/recsys/tiger_sdpo.yaml --data.sequences ../shared/data/amazon-toys "
+    "--out artifacts/findings/tiger_sdpo_amazon": Run(
+        "--model.d_model 16 --model.ff_dim 32 --model.encoder_layers 1 --model.decoder_layers 1 --model.n_heads 2 "
+        "--rqvae.max_epochs 1 --rqvae.codebook_size 16 --rqvae.hidden_dims [32] --train.max_epochs 1 "
+        "--train.max_minutes 0.2 --dpo.max_epochs 1 --dpo.max_train_pairs 200 --eval.max_queries 50 "
+        "--train.progress false", needs=("shared_data",)),
     "python -m bench findings --list": Run(),
     "python -m bench findings --check": Run(),
     "python -m bench findings regret_vs_return": Run("--quick --out artifacts/findings-quick"),

@@ -23,7 +23,7 @@ from typing import Any
 
 # The findings, in the order docs/results.md presents them.
 NAMES = ("noisy_labels", "bpr_movielens", "personality", "discerning", "discerning_seeds",
-         "discerning_avoid", "regret_vs_return", "regret_vs_return_100_seeds", "rlhg_collab", "rlhg_recsim", "pluralistic_recsys")
+         "discerning_avoid", "tiger_sdpo_amazon", "regret_vs_return", "regret_vs_return_100_seeds", "rlhg_collab", "rlhg_recsim", "pluralistic_recsys")
 
 
 def load(name: str) -> ModuleType:
@@ -47,9 +47,10 @@ def git_state() -> dict[str, Any]:
         except (OSError, subprocess.CalledProcessError):
             return ""
 
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD") or None, "uncommitted_changes": bool(status),
-            "changed_files": [line[3:] for line in status.splitlines()]}
+    # `diff --name-only`, not `status --porcelain`: the status columns start with a space that strip() eats
+    changed = git("diff", "--name-only", "HEAD").splitlines()
+    return {"commit": git("rev-parse", "HEAD") or None, "uncommitted_changes": bool(changed),
+            "changed_files": changed}
 
 
 def regenerate(finding: ModuleType, workdir: Path, quick: bool) -> dict[str, Any]:

@@ -30,12 +30,12 @@ AXES = discerning.AXES
 KEPT_AXES = ("recommendation", "fine_steering", "coarse_steering", "consolidation")
 
 
-def _optimization_runs(workdir: Path) -> dict[str, Any]:
+def _optimization_runs(workdir: Path, variants=tuple(VARIANTS)) -> dict[str, Any]:
     """What each fine-tuning logged (pairs, validation loss and ranking accuracy before and after)."""
     import torch
 
     out = {}
-    for variant in VARIANTS:
+    for variant in variants:
         path = workdir / variant / "best.ckpt"
         if path.is_file():
             meta = torch.load(path, map_location="cpu", weights_only=False).get("prefengine", {})
@@ -108,13 +108,18 @@ def tables(payload: dict[str, Any]) -> dict[str, str]:
         lines.append(f"| {VARIANTS[variant]} | " + " | ".join(cells) + " |")
     out["paired"] = "\n".join(lines)
 
+    out["optimization"] = optimization_table(numbers["preference_optimization"], VARIANTS)
+    return out
+
+
+def optimization_table(runs: dict[str, Any], titles: dict[str, str]) -> str:
+    """One row per fine-tuning: its pairs, validation loss and accuracies at the start and after, and its time."""
     lines = ["| variant | training pairs | validation loss: start → best | validation ranking accuracy: start → last "
              "epoch | validation likelihood accuracy: start → last epoch | seconds |", "|---|---|---|---|---|---|"]
-    for variant, r in numbers["preference_optimization"].items():
+    for variant, r in runs.items():
         start, last = r["start"], r["last_epoch"]
-        lines.append(f"| {VARIANTS[variant]} | {r['pairs']['train']:,} | {start['valid/loss']:.4f} → "
+        lines.append(f"| {titles[variant]} | {r['pairs']['train']:,} | {start['valid/loss']:.4f} → "
                      f"{r['best_valid_loss']:.4f} | {start['valid/ranking_accuracy']:.3f} → "
                      f"{last['valid/ranking_accuracy']:.3f} | {start['valid/likelihood_accuracy']:.3f} → "
                      f"{last['valid/likelihood_accuracy']:.3f} | {r['seconds']:.0f} |")
-    out["optimization"] = "\n".join(lines)
-    return out
+    return "\n".join(lines)

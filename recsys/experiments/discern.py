@@ -127,7 +127,8 @@ class ModelOptions:
 
 @dataclass
 class DPOOptions:
-    """Preference optimization of the mender-sdpo / mender-both variants (`recsys.models.preference_optimization`)."""
+    """Preference optimization of the mender-sdpo / mender-both / tiger-sdpo variants
+    (`recsys.models.preference_optimization`)."""
 
     objective: Literal["dpo", "sdpo"] = "sdpo"
     beta: float = 1.0
@@ -138,6 +139,7 @@ class DPOOptions:
     batch_size: int = 128
     patience: int = 1  # epochs without a lower validation loss (on validation pairs) before stopping
     kinds: list[str] = field(default_factory=lambda: ["positive", "positive_twin", "negative_twin", "low_rated"])
+    max_train_pairs: int | None = None  # a seeded subset of the training pairs per epoch (None: all)
 
 
 @dataclass
@@ -595,9 +597,12 @@ def run(config: DiscernConfig, out: Path) -> dict:
     if {"tiger", "mender"} <= set(hits):
         details["mender_vs_tiger"] = paired_differences(hits["mender"], hits["tiger"], list(config.eval.ks),
                                                         config.seed)
-    if "mender" in hits and any(v not in ("tiger", "mender") for v in hits):
+    if {"tiger", "tiger-sdpo"} <= set(hits):
+        details["tiger_sdpo_vs_tiger"] = paired_differences(hits["tiger-sdpo"], hits["tiger"], list(config.eval.ks),
+                                                            config.seed)
+    if "mender" in hits and any(v not in ("tiger", "mender", "tiger-sdpo") for v in hits):
         details["vs_mender"] = {v: paired_differences(hits[v], hits["mender"], list(config.eval.ks), config.seed)
-                                for v in hits if v not in ("tiger", "mender")}
+                                for v in hits if v not in ("tiger", "mender", "tiger-sdpo")}
     write_outputs(out, metrics, details, config)
     return metrics
 

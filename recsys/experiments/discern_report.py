@@ -47,6 +47,8 @@ def report_markdown(metrics: dict, details: dict, ks: Sequence[int]) -> str:
             lines.append(f"| {_title(axis)} | mender - tiger | | " + " | ".join(diff) + " |")
     comparisons = [("Mender minus TIGER", details["mender_vs_tiger"])] if details.get("mender_vs_tiger") else []
     comparisons += [(f"{variant} minus Mender", per) for variant, per in details.get("vs_mender", {}).items()]
+    if details.get("tiger_sdpo_vs_tiger"):
+        comparisons.append(("TIGER + S-DPO minus TIGER", details["tiger_sdpo_vs_tiger"]))
     for heading, comparison in comparisons:
         lines += ["", f"## {heading}, paired over the same queries", "",
                   "Difference of hit rates (Recall@K with one relevant item; for sentiment also the negative "

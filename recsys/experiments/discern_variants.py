@@ -9,7 +9,9 @@
 - `mender-sdpo`: the trained Mender checkpoint fine-tuned with S-DPO (or DPO, `dpo.objective`) on
   chosen / rejected items from the data (`recsys.preferences.pairs.build_pairs`) against a frozen copy
   of itself (`recsys.models.preference_optimization`);
-- `mender-both`: the same fine-tuning from the `mender-polarity` checkpoint.
+- `mender-both`: the same fine-tuning from the `mender-polarity` checkpoint;
+- `tiger-sdpo`: the trained TIGER checkpoint fine-tuned the same way, for sequences without preferences
+  (the Amazon files): the next item chosen over random unseen items (`configs/recsys/tiger_sdpo.yaml`).
 
 Each variant's checkpoint is DIR/<variant>/best.ckpt (a `GenerativeRetriever` checkpoint, so
 `python -m recsys export` turns any of them into a serving bundle). `recsys.experiments.discern.run` scores all
@@ -35,8 +37,8 @@ from recsys.models.generative_data import Examples, SequenceSplit
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("tiger", "mender", "mender-polarity", "mender-sdpo", "mender-both")
-STARTS = {"mender-sdpo": "mender", "mender-both": "mender-polarity"}  # the checkpoint preference optimization starts from
+VARIANTS = ("tiger", "mender", "mender-polarity", "mender-sdpo", "mender-both", "tiger-sdpo")
+STARTS = {"mender-sdpo": "mender", "mender-both": "mender-polarity", "tiger-sdpo": "tiger"}  # the checkpoint preference optimization starts from
 
 
 @dataclass
@@ -116,13 +118,16 @@ def preference_optimize(variant: str, start: GenerativeRetriever, start_path: Pa
     from recsys.models.semantic_ids import deterministic_setting
     from recsys.preferences.pairs import PairDataset, build_pairs
 
-    if inputs.timeline is None:
+    with_preferences = variant.startswith("mender")
+    if with_preferences and inputs.timeline is None:
         raise UserInputError(f"{variant} needs the preference world's reviews")
     options = config.dpo
+    kinds = options.kinds if with_preferences else ["positive"]  # TIGER reads no preferences
     directory = out / variant
     best = directory / "best.ckpt"
     settings = {key: getattr(options, key) for key in ("objective", "beta", "n_negatives", "lr", "sft_weight",
-                                                       "max_epochs", "batch_size", "kinds")}
+                                                       "max_epochs", "batch_size", "max_train_pairs")}
+    settings["kinds"] = list(kinds)
     settings["start_sha"] = _sha(start_path)
     if config.train.reuse_checkpoints and best.is_file():
         stored = torch.load(best, map_location="cpu", weights_only=False)
@@ -140,7 +145,11 @@ def preference_optimize(variant: str, start: GenerativeRetriever, start_path: Pa
     for part in ("train", "valid"):
         pairs = build_pairs(inputs.data.sequences, getattr(inputs.split, part), inputs.timeline, inputs.table,
                             inputs.item_embeddings, inputs.review_negative, _ratings(inputs.data),
-                            options.n_negatives, config.seed, options.kinds)
+                            options.n_negatives, config.seed, kinds, n_items=len(inputs.data.item_ids))
+        if part == "train" and options.max_train_pairs and len(pairs) > options.max_train_pairs:
+            # a fixed seeded subset, so an epoch fits a CPU budget and the run still reproduces
+            keep = np.sort(np.random.default_rng([config.seed, 47]).permutation(len(pairs))[:options.max_train_pairs])
+            pairs = pairs.subset(keep)
         data[part] = PairDataset(pairs, inputs.table, width, polarity)
         log.info("%s: %d %s pairs %s", variant, len(pairs), part, pairs.counts())
     generator = torch.Generator().manual_seed(config.seed)

@@ -4,7 +4,8 @@ Everything comes from the data itself, on training examples only (a leave-last-o
 positions; a pair never uses a validation or test item). Per example (user, step j, target t):
 
 - `positive`: the matched preference of step j (`recsys.preferences.axes.matched_preference`);
-  chosen t, rejected `n_negatives` random items the user has not seen before step j;
+  chosen t, rejected `n_negatives` random items the user has not seen before step j (for sequences
+  without preferences, such as the Amazon files, the same pair with no preference: TIGER's S-DPO);
 - `positive_twin` / `negative_twin`: when the user's review of t has a negative aspect sentence,
   the extractor's negative preference of step j + 1 closest to t ("Avoid heavy tents", it has read
   that review) and its positive twin ("Find heavy tents"). Under the positive twin: chosen t,
@@ -102,16 +103,22 @@ def negative_training_queries(sequences: Sequence[np.ndarray], examples: Example
     return extra, preferences
 
 
-def build_pairs(sequences: Sequence[np.ndarray], examples: Examples, timeline: PreferenceTimeline,
-                table: SentenceTable, item_embeddings: np.ndarray, review_negative: set[tuple[int, int]],
+def build_pairs(sequences: Sequence[np.ndarray], examples: Examples, timeline: PreferenceTimeline | None,
+                table: SentenceTable | None, item_embeddings: np.ndarray | None, review_negative: set[tuple[int, int]],
                 ratings: dict[tuple[int, int], float] | None = None, n_negatives: int = 4, seed: int = 0,
-                kinds: Sequence[str] = KINDS) -> PreferencePairs:
-    """Pairs of every kind in `kinds` from training examples (see the module doc)."""
+                kinds: Sequence[str] = KINDS, n_items: int | None = None) -> PreferencePairs:
+    """Pairs of every kind in `kinds` from training examples (see the module doc).
+
+    Sequences without preferences (timeline None, e.g. the Amazon files) give only `positive` pairs, with no
+    preference: the next item chosen over random items the user has not seen, as S-DPO samples them;
+    `n_items` is then the catalog size (otherwise it is the number of item embeddings)."""
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown or n_negatives < 1:
         raise ValueError(f"pair kinds must be among {KINDS} and n_negatives >= 1, got {list(kinds)}, {n_negatives}")
+    if timeline is None and set(kinds) != {"positive"}:
+        raise ValueError(f"without preferences only 'positive' pairs can be built, got {list(kinds)}")
     rng = np.random.default_rng([seed, 43])
-    n_items = len(item_embeddings)
+    n_items = len(item_embeddings) if n_items is None else n_items
     ratings = ratings or {}
     out: dict[str, list] = {key: [] for key in ("kind", "row", "prefs", "chosen", "rejected")}
 
@@ -129,7 +136,8 @@ def build_pairs(sequences: Sequence[np.ndarray], examples: Examples, timeline: P
 
     for row, (user, step, target) in enumerate(zip(examples.user.tolist(), examples.step.tolist(),
                                                    examples.target.tolist())):
-        matched = matched_preference(timeline.at(user, step), target, table, item_embeddings)
+        matched = -1 if timeline is None else matched_preference(timeline.at(user, step), target, table,
+                                                                 item_embeddings)
         prefs = [matched] if matched >= 0 else []
         if "positive" in kinds:
             add("positive", row, prefs, target, random_items(user, step, {target}))

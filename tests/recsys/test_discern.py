@@ -154,6 +154,35 @@ def test_real_sequences_train_and_evaluate_tiger(tmp_path, caplog):
     assert any("only tiger runs" in r.message for r in caplog.records)
 
 
+def test_tiger_sdpo_fine_tunes_tiger_on_sequences_without_preferences(tmp_path):
+    import torch
+
+    rng = np.random.default_rng(1)
+    sequences = {f"u{u}": [f"i{(s + 3 * j) % 30}" for j in range(rng.integers(4, 10))]
+                 for u, s in enumerate(rng.integers(0, 30, 80))}
+    codes = {f"i{i}": [i % 4, i // 4 % 4, i // 16] for i in range(30)}
+    (tmp_path / "seq.json").write_text(json.dumps(sequences))
+    (tmp_path / "ids.json").write_text(json.dumps(codes))
+    out = tmp_path / "sdpo"
+    assert main(["--out", str(out), *TINY, "--data.sequences", str(tmp_path / "seq.json"),
+                 "--data.semantic_ids", str(tmp_path / "ids.json"), "--model.variants", "[tiger, tiger-sdpo]",
+                 "--dpo.max_epochs", "2", "--dpo.lr", "0.01", "--dpo.max_train_pairs", "150"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == ["tiger", "tiger-sdpo"]
+    assert all(list(m) == ["recommendation"] for m in metrics.values())
+    details = json.loads((out / "details.json").read_text())
+    paired = details["tiger_sdpo_vs_tiger"]["recommendation"]
+    assert set(paired) == {"recall@5", "recall@10"} and paired["recall@10"]["n"] == 40
+    assert "TIGER + S-DPO minus TIGER" in (out / "report.md").read_text()
+    tuned = torch.load(out / "tiger-sdpo" / "best.ckpt", map_location="cpu", weights_only=False)
+    start = torch.load(out / "tiger" / "best.ckpt", map_location="cpu", weights_only=False)
+    run = tuned["prefengine"]["preference_optimization_run"]
+    assert run["pairs"]["train"] == 150 and run["pairs"]["valid"] == 80  # the seeded subset; every validation user
+    assert tuned["prefengine"]["preference_optimization_settings"]["kinds"] == ["positive"]
+    moved = [k for k, v in tuned["state_dict"].items() if not torch.equal(v, start["state_dict"][k])]
+    assert moved  # the policy left its start
+
+
 def test_sequences_without_ids_or_text_get_ids_from_the_interactions(tmp_path):
     sequences = {str(u): [str((u + j) % 25) for j in range(6)] for u in range(50)}
     (tmp_path / "seq.json").write_text(json.dumps(sequences))

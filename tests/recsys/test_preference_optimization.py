@@ -194,3 +194,20 @@ def test_pairs_come_from_training_positions_only():
     batch = next(iter(DataLoader(PairDataset(pairs, table, width=2, polarity=True), batch_size=len(pairs))))
     assert batch["pref_negative"].any() and batch["prefs"].shape == (len(pairs), 2, 3)
     assert (batch["pref_negative"] <= batch["pref_mask"]).all()
+
+
+def test_sequences_without_preferences_give_the_next_item_over_unseen_random_items():
+    sequences = [np.array([0, 1, 2, 3, 4, 5]), np.array([6, 7, 8, 9, 10])]
+    split = leave_last_out(sequences, max_history=3)
+    pairs = build_pairs(sequences, split.train, None, None, None, set(), n_negatives=4, kinds=["positive"],
+                        n_items=40)
+    assert pairs.counts()["positive"] == len(pairs) == len(split.train)
+    assert all(p.size == 0 for p in pairs.preferences)  # no preference text in the query
+    for user, step, chosen, rejected in zip(pairs.user, pairs.step, pairs.chosen, pairs.rejected):
+        assert chosen == sequences[user][step] and len(set(rejected.tolist())) == 4
+        assert not set(rejected.tolist()) & (set(sequences[user][:step].tolist()) | {int(chosen)})
+    assert int(pairs.rejected.max()) >= 11  # negatives come from the whole catalog, not only the sequences
+    batch = next(iter(DataLoader(PairDataset(pairs, None, width=0), batch_size=len(pairs))))
+    assert "prefs" not in batch and batch["rejected_mask"].all()
+    with pytest.raises(ValueError, match="only 'positive'"):
+        build_pairs(sequences, split.train, None, None, None, set(), kinds=["positive", "low_rated"], n_items=40)
