@@ -65,14 +65,18 @@ def tables(payload: dict[str, Any]) -> dict[str, str]:
     typed = numbers["typed"]
     ari = typed["models"]["mixture"].get("seen_ari", {})
     unseen_ari = typed["models"]["mixture"].get("unseen_ari_at_max", {})
+    oracle = typed["models"]["mixture"].get("seen_oracle_ari")
+    unseen_oracle = typed["models"]["mixture"].get("unseen_oracle_ari_at_max")
+    allow = " (an oracle that knows the type centres, from the same answers: {})"
     tests = typed["tests"]
     per_user = tests["mixture_vs_per_user"]["unseen@10"]["over_test_users"]
     summary = (f"Mixture minus shared, unseen users at M = 10: {100 * f['unseen_gain']:+.1f} points "
                f"(p = {p_value(f['unseen_gain_p_users'])} over test users pooled across seeds; target +10: "
                f"{'met' if f['unseen_gain_met'] else 'missed'}). Mixture minus per-user vectors at M = 10: "
                f"{100 * per_user['difference']:+.1f} points (p = {p_value(per_user['p_value'])}). Type recovery, "
-               f"seen users: ARI {_cell(ari) if ari else '–'} (target 0.8: {'met' if f['ari_met'] else 'missed'}); "
-               f"unseen users placed from {max(ms)} comparisons: ARI {_cell(unseen_ari) if unseen_ari else '–'}. "
+               f"seen users: ARI {_cell(ari) if ari else '–'} (target 0.8: {'met' if f['ari_met'] else 'missed'})"
+               f"{allow.format(_cell(oracle)) if oracle else ''}; unseen users placed from {max(ms)} comparisons: "
+               f"ARI {_cell(unseen_ari) if unseen_ari else '–'}{allow.format(_cell(unseen_oracle)) if unseen_oracle else ''}. "
                f"Control (one type): mixture minus shared at M = 10 {100 * f['control_difference']:+.2f} points "
                f"(p = {p_value(f['control_p_users'])}; 'not worse': "
                f"{'met' if f['control_not_worse'] else 'missed'}).")

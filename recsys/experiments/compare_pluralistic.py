@@ -15,7 +15,9 @@ the seen users' answers with the same settings:
 Unseen users answer M comparisons (M in `comparisons`) and are placed with the model frozen
 (mixture: their weights; per_user: their vector; shared: nothing to place). Reported: held-out pair
 accuracy (random item pairs ordered by true utility) for seen users and for test users at each M,
-the adjusted Rand index of each user's dominant prototype against their true dominant type, and
+the adjusted Rand index of each user's dominant prototype against their true dominant type (beside
+the ARI of an oracle that knows the type centres and picks the type most likely to have given the
+same answers: what those answers allow), and
 the negative control: the same on a world whose users all share one type (`control_world`), where
 the mixture must not be worse than the shared model. The placement prior is chosen per model and
 M on the validation users only; test users are scored once. Every number is a mean over `seeds`
@@ -125,6 +127,19 @@ def answers(world, users: np.ndarray, per_user: int, temperature: float,
     return np.repeat(users, per_user).reshape(len(users), per_user), preferred, over
 
 
+def type_oracle(world, preferred: np.ndarray, over: np.ndarray, temperature: float) -> np.ndarray:
+    """Per user, the pure taste type most likely to have given their answers (the best type these answers allow).
+
+    It knows what no model is told, the type centres and the item vectors, and scores each type by the
+    Bradley-Terry log-likelihood of the answers under that type's standardised utility. Its ARI against
+    the true dominant type is a ceiling of sorts for type recovery from the same answers.
+    """
+    utility = world.type_utilities()
+    utility = (utility - utility.mean(1, keepdims=True)) / utility.std(1, keepdims=True)
+    margins = (utility[:, preferred] - utility[:, over]) / temperature  # (K, users, answers)
+    return (-np.logaddexp(0.0, -margins)).sum(axis=2).argmax(axis=0)
+
+
 def eval_pairs(world, users: np.ndarray, per_user: int, rng: np.random.Generator):
     """Random item pairs per user with the truly preferred one first (ties dropped by the mask)."""
     n_items = world.n_items
@@ -188,6 +203,8 @@ def run_world(config: dict[str, Any], world_spec: dict[str, Any], seed: int) -> 
         if kind == "mixture" and truth is not None:
             dominant = model.mixture_weights().detach().numpy().argmax(1)
             entry["seen_ari"] = adjusted_rand_index(dominant, truth[seen])
+            oracle = type_oracle(world, preferred, over, pairs["temperature"])
+            entry["seen_oracle_ari"] = adjusted_rand_index(oracle, truth[seen])
         entry["unseen"], per_user_test[kind] = {}, {}
         for m in config["comparisons"]:
             chosen, accuracy = _place_and_score(model, kind, unseen, m, config["placement_priors"])
@@ -196,6 +213,9 @@ def run_world(config: dict[str, Any], world_spec: dict[str, Any], seed: int) -> 
             per_user_test[kind][m] = accuracy["test"]
             if kind == "mixture" and truth is not None and m == m_max:
                 entry["unseen_ari_at_max"] = adjusted_rand_index(accuracy["dominant"], truth[test])
+                asked_better, asked_worse, _ = unseen["test"]
+                oracle = type_oracle(world, asked_better[:, :m], asked_worse[:, :m], pairs["temperature"])
+                entry["unseen_oracle_ari_at_max"] = adjusted_rand_index(oracle, truth[test])
         result["models"][kind] = entry
     result["per_user_test"] = {kind: {str(m): values.tolist() for m, values in by_m.items()}
                                for kind, by_m in per_user_test.items()}
@@ -246,7 +266,7 @@ def summarize(runs: list[dict[str, Any]], comparisons: list[int]) -> dict[str, A
                "validation_accuracy": {str(m): _stats([e["unseen"][str(m)]["validation_accuracy"] for e in entries])
                                        for m in comparisons},
                "placement_prior": {str(m): [e["unseen"][str(m)]["prior"] for e in entries] for m in comparisons}}
-        for key in ("seen_ari", "unseen_ari_at_max"):
+        for key in ("seen_ari", "seen_oracle_ari", "unseen_ari_at_max", "unseen_oracle_ari_at_max"):
             if key in entries[0]:
                 row[key] = _stats([e[key] for e in entries])
         out["models"][kind] = row

@@ -33,7 +33,7 @@ def test_tiny_comparison_writes_every_number_the_finding_reads(tmp_path, capsys)
         # The shared model has nobody to place: its unseen accuracy does not depend on M.
         shared = models["shared"]["unseen_accuracy"]
         assert shared["1"]["mean"] == shared["10"]["mean"]
-    assert "seen_ari" in result["typed"]["models"]["mixture"]
+    assert {"seen_ari", "seen_oracle_ari", "unseen_oracle_ari_at_max"} <= set(result["typed"]["models"]["mixture"])
     assert "seen_ari" not in result["control"]["models"]["mixture"]  # one type: nothing to recover
     tests = result["typed"]["tests"]["mixture_vs_shared"]["unseen@10"]
     assert tests["over_test_users"]["n"] == 80 and tests["over_seeds"]["n"] == 2

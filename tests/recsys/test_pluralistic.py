@@ -53,6 +53,29 @@ def test_a_typed_world_keeps_each_users_true_mixture(typed_world):
     assert corr[same].mean() > corr[~same].mean() + 0.3
 
 
+def test_type_utilities_are_what_a_user_wholly_of_one_type_would_have():
+    world = generate_world(WorldConfig.toy(n_users=200, n_items=150, taste_types=3, type_influence=1.0,
+                                           type_concentration=0.01, seed=1))
+    mixture = world.type_mixture
+    pure = mixture.max(axis=1) > 0.999  # with no individual taste, these users are their type
+    assert pure.sum() > 100
+    utilities = world.type_utilities()
+    assert utilities.shape == (3, 150)
+    np.testing.assert_allclose(world.true_utility(np.flatnonzero(pure)), utilities[mixture[pure].argmax(1)], atol=0.01)
+    assert generate_world(WorldConfig.toy(n_users=50, n_items=150, seed=1)).type_utilities() is None
+
+
+def test_the_type_oracle_names_the_type_that_gave_the_answers(typed_world):
+    from recsys.experiments.compare_pluralistic import answers, type_oracle
+
+    users = np.arange(typed_world.n_users)
+    truth = typed_world.population.dominant_type
+    for per_user, low, high in ((2, -0.1, 0.5), (60, 0.8, 1.0)):
+        _, preferred, over = answers(typed_world, users, per_user, 0.5, np.random.default_rng(0))
+        ari = adjusted_rand_index(type_oracle(typed_world, preferred, over, 0.5), truth)
+        assert low <= ari <= high, (per_user, ari)  # a couple of answers say little; sixty say a lot
+
+
 @pytest.mark.parametrize("field, value", [("taste_types", -1), ("type_concentration", 0.0),
                                           ("type_influence", 1.5)])
 def test_bad_taste_type_options_are_refused_by_name(field, value):

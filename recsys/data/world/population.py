@@ -36,6 +36,8 @@ class Population:
     tastes: np.ndarray  # (n_users, taste_dim) float64, about unit variance per dimension
     # With `taste_types` K > 0: each user's true mixture over the K types (rows sum to 1), else None.
     type_mixture: np.ndarray | None = None
+    # With `taste_types` K > 0: the taste of a user wholly of each type, without individual taste (K, taste_dim).
+    type_tastes: np.ndarray | None = None
 
     @property
     def dominant_type(self) -> np.ndarray | None:
@@ -68,13 +70,14 @@ def generate_population(config: WorldConfig, taste_dim: int) -> Population:
         "country": np.asarray(COUNTRIES, dtype=object)[country],
     })
     tastes = _tastes(config, rng, taste_dim, standardized_traits(traits), (age, gender, country))
-    mixture = None
+    mixture = type_tastes = None
     if config.taste_types > 0:
-        tastes, mixture = _mix_taste_types(config, tastes)
-    return Population(traits=traits, demographics=demographics, tastes=tastes, type_mixture=mixture)
+        tastes, mixture, type_tastes = _mix_taste_types(config, tastes)
+    return Population(traits=traits, demographics=demographics, tastes=tastes, type_mixture=mixture,
+                      type_tastes=type_tastes)
 
 
-def _mix_taste_types(config: WorldConfig, tastes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _mix_taste_types(config: WorldConfig, tastes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """taste = sqrt(1 - s) * taste + sqrt(s) * (mixture of K type centres), s = `type_influence`.
 
     The centres and mixtures come from their own random streams and ignore traits and demographics,
@@ -86,7 +89,7 @@ def _mix_taste_types(config: WorldConfig, tastes: np.ndarray) -> tuple[np.ndarra
     mixture = config.rng("taste_mixture").dirichlet(np.full(k, config.type_concentration), size=n)
     mixed = (mixture @ centres) / np.linalg.norm(mixture, axis=1, keepdims=True)
     s = config.type_influence
-    return np.sqrt(1 - s) * tastes + np.sqrt(s) * mixed, mixture
+    return np.sqrt(1 - s) * tastes + np.sqrt(s) * mixed, mixture, np.sqrt(s) * centres
 
 
 def _tastes(config: WorldConfig, rng: np.random.Generator, dim: int, traits_std: np.ndarray,

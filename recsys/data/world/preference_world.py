@@ -67,6 +67,11 @@ class PreferenceWorld:
         """Each user's true mixture over the `taste_types` types (n_users, K), or None without types."""
         return self.population.type_mixture
 
+    def type_utilities(self) -> np.ndarray | None:
+        """Utilities over all items of a user wholly of each taste type, without individual taste (K, n_items)."""
+        types = self.population.type_tastes
+        return None if types is None else self.utility.of_tastes(self.config, types)
+
     @property
     def like_threshold(self) -> np.ndarray:
         """Per user: an item is truly liked when its utility exceeds this."""

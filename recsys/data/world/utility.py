@@ -49,11 +49,7 @@ class UtilityModel:
 
     @classmethod
     def build(cls, config: WorldConfig, tastes: np.ndarray, items: Items) -> UtilityModel:
-        d, a = config.latent_dim, config.n_aspects
-        theta, b, c = tastes[:, :d], tastes[:, d:d + a], tastes[:, d + a:]
-        users = np.hstack([theta * (config.latent_weight / np.sqrt(d)),
-                           b * (config.aspect_weight / np.sqrt(config.aspects_per_item)),
-                           c * config.category_weight])
+        users = cls.fold_weights(config, tastes)
         onehot = np.zeros((len(items), config.n_categories))
         onehot[np.arange(len(items)), items.category] = 1.0
         item_vectors = np.hstack([items.latent, items.aspect_values.astype(np.float64), onehot])
@@ -68,6 +64,19 @@ class UtilityModel:
             mean[rows] = utility.mean(axis=1)
             std[rows] = utility.std(axis=1)
         return model
+
+    @staticmethod
+    def fold_weights(config: WorldConfig, tastes: np.ndarray) -> np.ndarray:
+        """Taste vectors with the term weights folded in: one dot product with an item vector is the utility."""
+        d, a = config.latent_dim, config.n_aspects
+        theta, b, c = tastes[:, :d], tastes[:, d:d + a], tastes[:, d + a:]
+        return np.hstack([theta * (config.latent_weight / np.sqrt(d)),
+                          b * (config.aspect_weight / np.sqrt(config.aspects_per_item)),
+                          c * config.category_weight])
+
+    def of_tastes(self, config: WorldConfig, tastes: np.ndarray) -> np.ndarray:
+        """Utilities over all items of taste vectors that need not belong to any user, (len(tastes), n_items)."""
+        return self.fold_weights(config, np.asarray(tastes, dtype=np.float64)) @ self.item_vectors.T + self.item_bias
 
     @staticmethod
     def taste_dim(config: WorldConfig) -> int:
