@@ -30,7 +30,7 @@ AXES = discerning.AXES
 KEPT_AXES = ("recommendation", "fine_steering", "coarse_steering", "consolidation")
 
 
-def _optimization_runs(workdir: Path, variants=tuple(VARIANTS)) -> dict[str, Any]:
+def optimization_runs(workdir: Path, variants=tuple(VARIANTS)) -> dict[str, Any]:
     """What each fine-tuning logged (pairs, validation loss and ranking accuracy before and after)."""
     import torch
 
@@ -55,7 +55,7 @@ def run(workdir: Path, quick: bool) -> dict[str, Any]:
     metrics = json.loads((workdir / "metrics.json").read_text())
     details = json.loads((workdir / "details.json").read_text())
     numbers = {"axes": metrics, "vs_mender": details.get("vs_mender", {}),
-               "preference_optimization": _optimization_runs(workdir),
+               "preference_optimization": optimization_runs(workdir),
                "world": {"users": details.get("users"), "items": details.get("items")},
                "extractor": details.get("extractor"), "semantic_ids": details.get("semantic_ids")}
     candidate, mender = metrics[CANDIDATE], metrics["mender"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.findings.core import REPO, arguments, p_value
-from bench.findings.discerning_avoid import _optimization_runs, optimization_table
+from bench.findings.discerning_avoid import optimization_runs, optimization_table
 
 NAME = "tiger_sdpo_amazon"
 TITLE = "S-DPO for TIGER on amazon-toys"
@@ -66,7 +66,7 @@ def run(workdir: Path, quick: bool) -> dict[str, Any]:
     details = json.loads((workdir / "details.json").read_text())
     paired = details["tiger_sdpo_vs_tiger"]["recommendation"]
     numbers = {"test": {v: metrics[v]["recommendation"] for v in SYSTEMS}, "paired": paired,
-               "preference_optimization": _optimization_runs(workdir, ("tiger-sdpo",)),
+               "preference_optimization": optimization_runs(workdir, ("tiger-sdpo",)),
                "supervised_valid_loss": _supervised_curve(workdir),
                "users": details.get("users"), "items": details.get("items"),
                "semantic_ids": details.get("semantic_ids")}

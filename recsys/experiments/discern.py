@@ -600,9 +600,10 @@ def run(config: DiscernConfig, out: Path) -> dict:
     if {"tiger", "tiger-sdpo"} <= set(hits):
         details["tiger_sdpo_vs_tiger"] = paired_differences(hits["tiger-sdpo"], hits["tiger"], list(config.eval.ks),
                                                             config.seed)
-    if "mender" in hits and any(v not in ("tiger", "mender", "tiger-sdpo") for v in hits):
+    mender_variants = [v for v in hits if v.startswith("mender-")]  # each tested against the Mender it extends
+    if "mender" in hits and mender_variants:
         details["vs_mender"] = {v: paired_differences(hits[v], hits["mender"], list(config.eval.ks), config.seed)
-                                for v in hits if v not in ("tiger", "mender", "tiger-sdpo")}
+                                for v in mender_variants}
     write_outputs(out, metrics, details, config)
     return metrics
 
