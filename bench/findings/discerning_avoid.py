@@ -54,7 +54,7 @@ def run(workdir: Path, quick: bool) -> dict[str, Any]:
     assert main([*argv, "--out", str(workdir)]) == 0
     metrics = json.loads((workdir / "metrics.json").read_text())
     details = json.loads((workdir / "details.json").read_text())
-    numbers = {"axes": metrics, "vs_mender": details.get("vs_mender", {}),
+    numbers = {"axes": metrics, "vs_mender": details["vs_mender"],  # every variant paired with Mender
                "preference_optimization": optimization_runs(workdir),
                "world": {"users": details.get("users"), "items": details.get("items")},
                "extractor": details.get("extractor"), "semantic_ids": details.get("semantic_ids")}
