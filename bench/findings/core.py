@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -54,7 +55,11 @@ def git_state() -> dict[str, Any]:
 
 
 def regenerate(finding: ModuleType, workdir: Path, quick: bool) -> dict[str, Any]:
-    """Run one finding and return its payload (not yet written)."""
+    """Run one finding and return its payload (not yet written).
+
+    The workdir starts empty: experiments reload checkpoints whose settings match (`recsys discern`), and a
+    regenerated finding must come from the code it records, not from what an earlier run left there."""
+    shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
     git = git_state()  # the code the run starts from (later edits to the tree do not change its numbers)
     started = time.perf_counter()

@@ -26,6 +26,24 @@ def test_every_table_in_results_md_is_what_its_json_renders():
             assert f"<!-- finding:{name} {table} -->" in text, f"{name} {table} is not shown in docs/results.md"
 
 
+def test_a_regeneration_starts_from_an_empty_workdir(tmp_path):
+    from types import SimpleNamespace
+
+    workdir = tmp_path / "work" / "stale_finding"
+    (workdir / "mender").mkdir(parents=True)
+    (workdir / "mender" / "best.ckpt").write_text("left by an earlier run")
+    seen = []
+
+    def run(directory, quick):
+        seen.append(sorted(p.name for p in directory.iterdir()))
+        return {"config": {}, "numbers": {}, "checks": {"ran": True}}
+
+    finding = SimpleNamespace(NAME="stale_finding", TITLE="t", COMMAND="c", RULE="r", QUICK_CHECK="schema only", FULL_MINUTES=1,
+                              run=run, quick_direction=lambda payload: None)
+    payload = core.regenerate(finding, workdir, quick=True)
+    assert seen == [[]] and payload["holds"]  # nothing an earlier run left can stand in for this run
+
+
 def test_a_hand_edited_table_or_a_missing_json_is_caught(tmp_path):
     text = render.DOC.read_text()
     start = text.index("<!-- finding:regret_vs_return near_optimal -->")
