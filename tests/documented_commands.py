@@ -103,6 +103,10 @@ COMMANDS: dict[str, Run] = {
     "python -m recsys compare -c configs/recsys/compare_pluralistic.yaml --out artifacts/compare/pluralistic": Run(
         "--override '{seeds: [0], world: {preset: toy, n_users: 160, n_items: 150, taste_types: 3}, users: "
         "{seen: 80, validation: 40, test: 40}, comparisons: [1, 10], model: {epochs: 2}, placement_priors: [1.0]}'"),
+    "python -m recsys compare -c configs/recsys/compare_pluralistic_implicit.yaml": Run(
+        "--out artifacts/compare/pluralistic_implicit --override '{seeds: [0], world: {preset: toy, n_users: 160, "
+        "n_items: 150, taste_types: 3}, users: {seen: 80, validation: 40, test: 40}, comparisons: [1, 10], "
+        "model: {epochs: 2}, placement_priors: [1.0]}'"),
     "python -m recsys fit -c configs/recsys/bpr.yaml": Run(FIT_TOY),
     "python -m recsys fit -c configs/recsys/bpr.yaml --seeds 0,1,2": Run(
         FIT_TOY + " --seeds 0,1 --trainer.default_root_dir artifacts/runs/bpr_seeds"),

@@ -23,8 +23,9 @@ from types import ModuleType
 from typing import Any
 
 # The findings, in the order docs/results.md presents them.
-NAMES = ("noisy_labels", "bpr_movielens", "personality", "discerning", "discerning_seeds",
-         "discerning_avoid", "tiger_sdpo_amazon", "regret_vs_return", "regret_vs_return_100_seeds", "rlhg_collab", "rlhg_recsim", "pluralistic_recsys")
+NAMES = ("noisy_labels", "bpr_movielens", "personality", "discerning", "discerning_seeds", "discerning_avoid",
+         "tiger_sdpo_amazon", "regret_vs_return", "regret_vs_return_100_seeds", "rlhg_collab", "rlhg_recsim",
+         "pluralistic_recsys", "pluralistic_recsys_implicit")
 
 
 def load(name: str) -> ModuleType:

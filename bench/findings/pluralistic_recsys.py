@@ -27,11 +27,16 @@ MODELS = {"mixture": "mixture of 4 prototypes", "shared": "one shared model", "p
 
 
 def run(workdir: Path, quick: bool) -> dict[str, Any]:
+    return run_compare(COMMAND, QUICK, workdir, quick)
+
+
+def run_compare(command: str, quick_override: str, workdir: Path, quick: bool) -> dict[str, Any]:
+    """Run a `python -m recsys compare` pluralistic command into `workdir`; its numbers and checks."""
     from recsys.experiments.compare import main
 
-    argv = arguments(COMMAND, "compare")
+    argv = arguments(command, "compare")
     if quick:
-        argv += ["--override", QUICK]
+        argv += ["--override", quick_override]
     assert main([*argv, "--out", str(workdir)]) == 0
     block = json.loads((workdir / "metrics.json").read_text())
     finding = block["finding"]

@@ -6,7 +6,9 @@ On a preference world with K trait-independent taste types (`WorldConfig.taste_t
 split into seen users (they train the models), validation users and test users (both unseen). A
 user's answers to "which of these two items?" follow Bradley-Terry on their true utilities
 (standardised per user, `pairs.temperature`). Three models of `recsys.models.pluralistic` train on
-the seen users' answers with the same settings:
+the seen users' feedback with the same settings: their answers (`pairs.feedback: answers`), or, with
+`pairs.feedback: implicit`, their interaction log as a recommender sees it (every observed item, false
+positives included, over `pairs.negatives` items they never touched, BPR-style):
 
 - mixture: K prototypes, each user a softmax mixture of them;
 - shared: one prototype, the single preference function every user shares;
@@ -47,6 +49,7 @@ from recsys.models.pluralistic import PluralisticRecommender
 log = logging.getLogger(__name__)
 
 MODELS = ("mixture", "shared", "per_user")
+FEEDBACK = ("answers", "implicit")
 DEFAULTS: dict[str, Any] = {
     "out": "artifacts/compare/pluralistic",
     "seeds": [0, 1, 2],
@@ -54,7 +57,8 @@ DEFAULTS: dict[str, Any] = {
               "type_concentration": 0.2},
     "control_world": {"taste_types": 1},
     "users": {"seen": 600, "validation": 200, "test": 200},
-    "pairs": {"train_per_user": 40, "eval_per_user": 200, "temperature": 0.5},
+    "pairs": {"feedback": "answers", "train_per_user": 40, "negatives": 1, "eval_per_user": 200,
+              "temperature": 0.5},
     "comparisons": [1, 2, 5, 10, 20],
     "model": {"prototypes": 4, "embedding_dim": 16, "lr": 0.03, "l2": 1e-4, "logit_l2": 0.0, "epochs": 40,
               "batch_size": 512},
@@ -101,6 +105,11 @@ def load_config(path: Path, override: str | None = None) -> dict[str, Any]:
         if unknown:
             raise UserInputError(f"{path}: models.{kind}: unknown key(s) {', '.join(unknown)}; known: "
                                  f"{', '.join(DEFAULTS['model'])}")
+    if config["pairs"]["feedback"] not in FEEDBACK:
+        raise UserInputError(f"{path}: pairs.feedback must be one of {', '.join(FEEDBACK)}, got "
+                             f"{config['pairs']['feedback']!r}")
+    if config["pairs"]["negatives"] < 1:
+        raise UserInputError(f"{path}: pairs.negatives must be >= 1, got {config['pairs']['negatives']}")
     if config["finding"]["at_comparisons"] not in config["comparisons"]:
         raise UserInputError(f"{path}: finding.at_comparisons must be one of comparisons")
     return config
@@ -125,6 +134,26 @@ def answers(world, users: np.ndarray, per_user: int, temperature: float,
     picks_first = rng.random(margin.shape) < 1 / (1 + np.exp(-margin / temperature))
     preferred, over = np.where(picks_first, first, second), np.where(picks_first, second, first)
     return np.repeat(users, per_user).reshape(len(users), per_user), preferred, over
+
+
+def implicit_pairs(world, users: np.ndarray, negatives: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(users, observed, sampled): each distinct item `users` interacted with, over `negatives` items drawn
+    uniformly from those the user never interacted with. The log as a recommender has it: false positives
+    stay, and what a user never saw counts as a negative."""
+    n_items = world.n_items
+    keys = np.unique(world.observed.user.astype(np.int64) * n_items + world.observed.item)
+    keys = keys[np.isin(keys // n_items, users)]
+    user, item = keys // n_items, keys % n_items
+    per_user = np.bincount(user, minlength=world.n_users)
+    if (per_user[users] >= n_items).any():
+        raise UserInputError("pairs.feedback implicit: a user interacted with every item, nothing to sample")
+    sampled = rng.integers(0, n_items, (len(user), negatives))
+    clash = np.isin(user[:, None] * n_items + sampled, keys)
+    while clash.any():  # redraw the few that hit an observed item; each user has unobserved items left
+        sampled[clash] = rng.integers(0, n_items, int(clash.sum()))
+        clash = np.isin(user[:, None] * n_items + sampled, keys)
+    return user, item, sampled
 
 
 def type_oracle(world, preferred: np.ndarray, over: np.ndarray, temperature: float) -> np.ndarray:
@@ -176,6 +205,10 @@ def run_world(config: dict[str, Any], world_spec: dict[str, Any], seed: int) -> 
     test = np.sort(order[sizes["seen"] + sizes["validation"]:sizes["seen"] + sizes["validation"] + sizes["test"]])
     pairs, m_max = config["pairs"], max(config["comparisons"])
     train_users, preferred, over = answers(world, seen, pairs["train_per_user"], pairs["temperature"], rng)
+    implicit = pairs["feedback"] == "implicit"
+    if implicit:  # its own stream, so unseen users' answers and every evaluation pair stay those of `answers`
+        train_users, preferred, over = implicit_pairs(world, seen, pairs["negatives"],
+                                                      np.random.default_rng([seed, 19, 1]))
     row = np.empty(world.n_users, np.int64)
     row[seen] = np.arange(len(seen))  # models index seen users 0..n_seen-1
     seen_eval = eval_pairs(world, seen, pairs["eval_per_user"], rng)
@@ -193,8 +226,8 @@ def run_world(config: dict[str, Any], world_spec: dict[str, Any], seed: int) -> 
         model = build_model(kind, len(seen), world.n_items, config)
         spec = {**config["model"], **(config["models"].get(kind) or {})}
         started = time.perf_counter()
-        losses = model.fit_pairs(row[train_users.ravel()], preferred.ravel(), over.ravel(), spec["epochs"],
-                                 spec["batch_size"], seed=seed)
+        losses = model.fit_pairs(row[train_users.ravel()], preferred.ravel(), over.reshape(len(preferred.ravel()), -1),
+                                 spec["epochs"], spec["batch_size"], seed=seed)
         fit_seconds = time.perf_counter() - started
         with torch.no_grad():
             seen_scores = model.score_users(torch.arange(len(seen))).double().numpy()
@@ -203,8 +236,9 @@ def run_world(config: dict[str, Any], world_spec: dict[str, Any], seed: int) -> 
         if kind == "mixture" and truth is not None:
             dominant = model.mixture_weights().detach().numpy().argmax(1)
             entry["seen_ari"] = adjusted_rand_index(dominant, truth[seen])
-            oracle = type_oracle(world, preferred, over, pairs["temperature"])
-            entry["seen_oracle_ari"] = adjusted_rand_index(oracle, truth[seen])
+            if not implicit:  # the oracle knows how answers arise, not how an interaction log does
+                oracle = type_oracle(world, preferred, over, pairs["temperature"])
+                entry["seen_oracle_ari"] = adjusted_rand_index(oracle, truth[seen])
         entry["unseen"], per_user_test[kind] = {}, {}
         for m in config["comparisons"]:
             chosen, accuracy = _place_and_score(model, kind, unseen, m, config["placement_priors"])

@@ -1,4 +1,5 @@
-"""`python -m recsys compare -c configs/recsys/compare_pluralistic.yaml` at a tiny size, and its config checks."""
+"""`python -m recsys compare -c configs/recsys/compare_pluralistic.yaml` at a tiny size, and its config checks;
+the implicit-feedback variant (`compare_pluralistic_implicit.yaml`) and the pairs it trains on."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from recsys.errors import UserInputError
 from recsys.experiments.compare import main
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs/recsys/compare_pluralistic.yaml"
+IMPLICIT = CONFIG.with_name("compare_pluralistic_implicit.yaml")
 TINY = ("{seeds: [0, 1], world: {preset: toy, n_users: 160, n_items: 150, taste_types: 3}, "
         "users: {seen: 80, validation: 40, test: 40}, pairs: {train_per_user: 20, eval_per_user: 40}, "
         "comparisons: [1, 10], model: {epochs: 3}, placement_priors: [1.0, 10.0], "
@@ -44,7 +46,46 @@ def test_tiny_comparison_writes_every_number_the_finding_reads(tmp_path, capsys)
 @pytest.mark.parametrize("override, named", [("{users: {seen: 900, validation: 200, test: 200}}", "n_users"),
                                              ("{model: {depth: 3}}", "depth"),
                                              ("{comparisons: [1, 2], finding: {at_comparisons: 10}}", "at_comparisons"),
-                                             ("{models: {per_user: {width: 2}}}", "width")])
+                                             ("{models: {per_user: {width: 2}}}", "width"),
+                                             ("{pairs: {feedback: clicks}}", "pairs.feedback"),
+                                             ("{pairs: {negatives: 0}}", "pairs.negatives")])
 def test_bad_configs_are_refused_by_name(tmp_path, override, named):
     with pytest.raises(UserInputError, match=named):
         main(["-c", str(CONFIG), "--out", str(tmp_path), "--override", override])
+
+
+def test_implicit_pairs_are_each_logged_item_over_items_the_user_never_touched():
+    import numpy as np
+
+    from recsys.data.world import generate_world
+    from recsys.experiments.compare_pluralistic import implicit_pairs, world_config
+
+    world = generate_world(world_config({"preset": "toy", "n_users": 120, "n_items": 150, "taste_types": 2}, 0))
+    users = np.arange(0, 120, 2)
+    user, observed, sampled = implicit_pairs(world, users, 5, np.random.default_rng(0))
+    logged = {(int(u), int(i)) for u, i in zip(world.observed.user, world.observed.item)}
+    wanted = sorted({(u, i) for u, i in logged if u in set(users.tolist())})
+    assert sorted(zip(user.tolist(), observed.tolist())) == wanted  # every distinct logged item, once
+    assert sampled.shape == (len(user), 5)
+    assert not any((int(u), int(i)) in logged for u, row in zip(user, sampled) for i in row)
+    assert len(np.unique(sampled)) > 100  # drawn from the whole catalog, not a few items
+
+
+def test_implicit_variant_trains_on_the_log_and_keeps_the_same_unseen_users(tmp_path):
+    import torch
+
+    torch.set_num_threads(1)
+    outs = {}
+    for name, config in (("answers", CONFIG), ("implicit", IMPLICIT)):
+        tiny = TINY.replace("seeds: [0, 1]", "seeds: [0]").replace("train_per_user: 20, ", "")
+        assert main(["-c", str(config), "--out", str(tmp_path / name), "--override", tiny]) == 0
+        outs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert outs["implicit"]["config"]["pairs"]["feedback"] == "implicit"
+    answers, implicit = (outs[k]["typed"]["models"] for k in ("answers", "implicit"))
+    assert "seen_oracle_ari" in answers["mixture"] and "seen_oracle_ari" not in implicit["mixture"]
+    # the models differ (other training data), the unseen users' answers and evaluation pairs do not: the shared
+    # model places nobody, so its unseen accuracy moves only with the model
+    assert answers["mixture"]["seen_accuracy"]["mean"] != implicit["mixture"]["seen_accuracy"]["mean"]
+    assert "unseen_oracle_ari_at_max" in implicit["mixture"]
+    assert (answers["mixture"]["unseen_oracle_ari_at_max"]["mean"]
+            == implicit["mixture"]["unseen_oracle_ari_at_max"]["mean"])  # same answers -> same oracle
