@@ -3,7 +3,7 @@
 `python -m bench.block_imports torchrec,faiss,gymnasium,fastapi -- -m recsys discern --help` runs the
 rest of the command line as `python ...` would, with those packages raising ImportError on import.
 The GPU machine has torch, Lightning, onnxruntime, numba, pandas and transformers, but not torchrec,
-faiss, gymnasium or fastapi: bench/gpu_check.sh's CPU run goes through here.
+faiss, gymnasium or fastapi: tests/bench/test_gpu_check.py runs bench/gpu_check.sh through here.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@
 # --cpu: everything on the CPU (the same commands with accelerator cpu); --tiny: seconds-long sizes, to check
 # the script itself. Needs torch, Lightning, numpy, pandas, scipy, scikit-learn and jsonargparse; not torchrec,
 # faiss, gymnasium or fastapi. Environment: PYTHON (the interpreter command, default python3), RESULTS (default
-# $OUT, else artifacts/gpu_check).
+# $OUT, else artifacts/gpu_check), RUNS (the runs' own outputs, default artifacts/gpu_check/runs).
 set -u
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then sed -n 2,13p "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 DATA=$1; shift
@@ -24,7 +24,7 @@ for flag in "$@"; do
 done
 PY=${PYTHON:-python3}
 RESULTS=${RESULTS:-${OUT:-artifacts/gpu_check}}
-RUNS=artifacts/gpu_check/runs
+RUNS=${RUNS:-artifacts/gpu_check/runs}
 mkdir -p "$RESULTS" "$RUNS"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 SUMMARY=$RESULTS/gpu_check.jsonl
