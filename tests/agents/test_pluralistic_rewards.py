@@ -49,6 +49,24 @@ def test_population_keeps_ground_truth(mdp):
         PopulationConfig(mixing="uniform")
 
 
+def test_typed_teachers_on_a_random_board_through_the_data_module():
+    from agents.pluralistic_learning import PopulationDataModule
+
+    boards = {}
+    for seed in (3, 4):
+        data = PopulationDataModule(env="prefengine/RandomGrid-v0", env_kwargs={"board_seed": seed}, n_teachers=30,
+                                    n_types=3, teacher="regret", pairs_per_teacher=6, val_pairs_per_teacher=4,
+                                    n_policies=8, seed=0)
+        data.setup()
+        population = data.population
+        assert population.type_weights.shape == (3, population.mdp.n_features)
+        assert population.mixtures.shape == (30, 3) and len(set(population.dominant_type)) == 3
+        assert data.train_batch["labels"].shape == (30 * 6,) and data.val_batch["truth"].shape == (30 * 4,)
+        assert np.bincount(data.train_batch["people"].numpy()).tolist() == [6] * 30
+        boards[seed] = population.mdp.features
+    assert boards[3].shape != boards[4].shape or not np.array_equal(boards[3], boards[4])  # board_seed picks the board
+
+
 def test_regret_scorer_matches_the_single_reward_regret_model(mdp):
     rng = np.random.default_rng(1)
     population = make_population(mdp, 2, PopulationConfig(n_types=2, statistic="regret", pool_size=300), rng)
