@@ -166,6 +166,11 @@ def semantic_id_details(run_dir: Path) -> dict:
     return {k: ids[k] for k in ("source", "collision_rate", "max_group") if k in ids}
 
 
+def shown_command(argv: list[str]) -> str:
+    """The command as a user at the repository root types it: no machine-specific absolute paths."""
+    return "python -m recsys " + " ".join(argv).replace(f"{ROOT}/", "")
+
+
 def run_row(row: Row, data: Path, runs: Path, options) -> dict:
     run_dir = runs / row.name
     if options.reuse and read_metrics(row, run_dir):
@@ -180,7 +185,7 @@ def run_row(row: Row, data: Path, runs: Path, options) -> dict:
         wall = round(time.perf_counter() - started, 1)
         metrics = read_metrics(row, run_dir) if code == 0 else None
     result = {"row": row.name, "dataset": row.data_name, "model": row.name.split("-")[0], "note": row.note,
-              "command": "python -m recsys " + " ".join(command(row, data, run_dir, options)),
+              "command": shown_command(command(row, data, run_dir, options)),
               "budget_minutes": options.max_minutes, "accelerator": options.accelerator, "quick": options.quick,
               "exit": code, "wall_s": wall, "metrics": metrics, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                            time.gmtime())}

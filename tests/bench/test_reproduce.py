@@ -34,6 +34,7 @@ def test_quick_rows_run_the_real_commands_and_write_only_under_artifacts(tmp_pat
         assert row["exit"] == 0 and row["quick"] is True
         assert set(row["metrics"]) >= {"recall@10", "ndcg@10"}
         assert all(0.0 <= value <= 1.0 for value in row["metrics"].values())
+        assert str(tmp_path) not in row["command"]  # recorded as typed at the repository root
     assert "SVD" in rows["tiger-cpu-toys-svd"]["semantic_ids"]["source"]
     assert "--model.encoder_layers 2" in rows["tiger-cpu-toys-svd"]["command"]  # the CPU size, then shrunk
     assert "| amazon-toys | ours: tiger-cpu-toys-svd |" in capsys.readouterr().out
